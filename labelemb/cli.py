@@ -1,0 +1,210 @@
+"""Command line shared by the four entry scripts: flags, validation, runs, resume.
+
+Each entry script is a :class:`Recipe` (SPEC §2's defaults) and a call to :func:`main`.
+Errors the user can fix print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .data import DATASETS, default_data_dir, load_dataset
+from .errors import UserError
+from .results import RunFiles, RunLocked
+from .train import MODES, Interrupted, RunFailed, StopFlag, run
+
+# Config keys a checkpoint must share with the command that resumes it.
+RECIPE_KEYS = ("task", "arch", "dataset", "mode", "tau", "alpha", "beta", "lr", "lr_decay_every",
+               "lr_decay", "epochs", "batch_size", "test_batch_size", "evals_per_epoch", "drop_last",
+               "val_size", "seed", "dry_run", "reported")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One task's defaults, as the authors' code ran it (SPEC §2)."""
+
+    task: str
+    arch: str
+    datasets: tuple[str, ...]  # the first is the default
+    results_dir: str
+    epochs: int
+    batch_size: int
+    test_batch_size: int
+    lr: float = 1e-3
+    lr_decay_every: int = 0  # epochs between decays; 0 = constant learning rate
+    lr_decay: float = 1.0
+    evals_per_epoch: int = 1
+    drop_last: bool = False
+    val_size: int = 0  # first training images held out for validation
+    reported: str = "final"  # "final" test error, or test error at the "best_val" point
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's default prints the usage too)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{recipe.task}.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                description=f"Train {recipe.arch} on {recipe.datasets[0]} with or without LabelEmb "
+                            f"(Sun et al. 2017); defaults are the paper's recipe.")
+    a = p.add_argument
+    a("--mode", choices=MODES, default="emb", help="baseline: cross-entropy only; emb: LabelEmb")
+    a("--dataset", choices=recipe.datasets, default=recipe.datasets[0], help="dataset")
+    a("--data", default=None, help="dataset folder (default: ./data; for fashion-mnist the Debian "
+                                   "package's folder when installed)")
+    a("--lr", type=float, default=recipe.lr, help="Adam learning rate")
+    a("--tau", type=float, default=2.0, help="temperature of head 2's soft targets for E")
+    a("--alpha", type=float, default=0.9, help="margin of the L_re term")
+    a("--beta", type=float, default=0.5, help="weight of the hard-label term on head 1")
+    a("--epochs", type=int, default=recipe.epochs, help="training epochs")
+    a("--batch-size", type=int, default=recipe.batch_size, help="training batch size")
+    a("--val-size", type=int, default=recipe.val_size, help="first training images held out for validation"
+      if recipe.val_size else argparse.SUPPRESS)
+    a("--num", type=int, default=0, help="run index, part of the output file names")
+    a("--runs", type=int, default=None, help="train runs --num .. --num+RUNS-1 one after another, "
+                                             "skipping runs already complete (default: just --num)")
+    a("--seed", type=int, default=None, help="random seed (default: the run index --num)")
+    a("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available")
+    a("--results-dir", default=recipe.results_dir, help="folder for records, curves, checkpoints")
+    a("--resume", nargs="?", const="last", choices=("last", "previous"), default=None,
+      help="continue the run --num from its last checkpoint ('previous': the one before it)")
+    a("--overwrite", action="store_true", help="retrain a run whose record is already complete")
+    a("--dry-run", action="store_true", help=f"a few steps of one epoch, for smoke tests")
+    a("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    return p
+
+
+def validate(args: argparse.Namespace) -> None:
+    checks = [
+        (args.tau > 0, f"--tau must be > 0, got {args.tau}; the paper uses 2"),
+        (0 < args.alpha <= 1, f"--alpha must be in (0, 1], got {args.alpha}; the paper uses 0.9"),
+        (0 <= args.beta <= 1, f"--beta must be in [0, 1], got {args.beta}; the paper uses 0.5"),
+        (args.lr > 0, f"--lr must be > 0, got {args.lr}; the paper uses 1e-3"),
+        (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.runs is None or args.runs >= 1, f"--runs must be >= 1, got {args.runs}"),
+        (args.num >= 0, f"--num must be >= 0, got {args.num}"),
+        (getattr(args, "val_size", 0) >= 0, f"--val-size must be >= 0, got {getattr(args, 'val_size', 0)}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UserError(msg)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
+    if args.resume and args.runs is not None:
+        raise UserError("--resume continues one run; a --runs sweep resumes its unfinished runs by itself")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_config(recipe: Recipe, args: argparse.Namespace, num: int) -> dict:
+    cfg = {k: v for k, v in asdict(recipe).items() if k not in ("datasets", "results_dir")}
+    cfg.update(dataset=args.dataset, mode=args.mode, lr=args.lr, tau=args.tau, alpha=args.alpha,
+               beta=args.beta, epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size,
+               val_size=getattr(args, "val_size", recipe.val_size), num=num,
+               seed=(num if args.seed is None else args.seed + num - args.num),
+               dry_run=args.dry_run, quiet=args.quiet, data=args.data, results_dir=args.results_dir,
+               device=args.device)
+    return cfg
+
+
+def check_resumable(cfg: dict, state: dict, path) -> None:
+    old = state.get("config", {})
+    diff = [k for k in RECIPE_KEYS if old.get(k) != cfg.get(k)]
+    if diff:
+        shown = ", ".join(f"{k} (checkpoint {old.get(k)!r}, now {cfg.get(k)!r})" for k in diff)
+        raise UserError(f"checkpoint {path} is of a different recipe: {shown}; "
+                        "rerun with the checkpoint's settings, or without --resume to start anew")
+
+
+def plan(cfg: dict, files: RunFiles, args: argparse.Namespace, sweep: bool) -> str:
+    """'skip', 'resume' or 'fresh' for this run; refuses what would lose finished or unfinished work."""
+    status = files.status()
+    if status in ("complete", "failed") and not args.overwrite and sweep:
+        return "skip"
+    if status == "complete" and not args.overwrite:
+        raise UserError(f"{files.record} already holds the finished run {cfg['num']}; use another --num, "
+                        "or --overwrite to train it again")
+    if args.resume:
+        if not (files.prev_ckpt if args.resume == "previous" else files.ckpt).exists():
+            raise UserError(f"no checkpoint {files.ckpt} to resume from; start the run without --resume")
+        return "resume"
+    if files.ckpt.exists() and not args.overwrite:
+        if sweep:
+            return "resume"
+        raise UserError(f"{files.ckpt} holds an unfinished run {cfg['num']}; continue it with --resume, "
+                        "or start it anew with --overwrite")
+    return "fresh"
+
+
+def train_one(cfg: dict, data, device, files: RunFiles, args, sweep: bool, stop: StopFlag) -> dict | None:
+    """One run under its lock: skipped, resumed from its checkpoint, or trained from scratch."""
+    files.acquire_lock()
+    try:
+        what = plan(cfg, files, args, sweep)  # again, now that we hold the lock
+        if what == "skip":
+            if not args.quiet:
+                print(f"{files.stem}: already {files.status()}, skipped")
+            return None
+        state = None
+        if what == "resume":
+            state = files.load_checkpoint(args.resume or "last")
+            check_resumable(cfg, state, files.ckpt)
+            if not args.quiet:
+                print(f"{files.stem}: resuming at epoch {state['epoch'] + 1}, step {state['step']}")
+        else:
+            files.remove_checkpoints()
+        return run(cfg, data, device, files, resume=state, stop=stop)
+    finally:
+        files.release_lock()
+
+
+def main(recipe: Recipe, argv: list[str] | None = None) -> int:
+    args = build_parser(recipe).parse_args(argv)
+    prog = f"{recipe.task}.py"
+    try:
+        validate(args)
+        device = resolve_device(args.device)
+        if args.data is None:
+            args.data = default_data_dir(args.dataset)
+        sweep = args.runs is not None
+        nums = range(args.num, args.num + (args.runs or 1))
+        arch = recipe.arch
+        runs = [(make_config(recipe, args, n), RunFiles(args.results_dir, f"{args.dataset}_{arch}_{args.mode}_{n}"))
+                for n in nums]
+        runs[0][1].check_writable()
+        if not sweep:
+            plan(*runs[0], args, sweep)  # refuse before loading any data
+        data = load_dataset(args.dataset, args.data, val_size=getattr(args, "val_size", 0)).to(device)
+        with StopFlag() as stop:
+            for cfg, files in runs:
+                try:
+                    record = train_one(cfg, data, device, files, args, sweep, stop)
+                except RunLocked as e:
+                    if not sweep:
+                        raise
+                    print(f"{files.stem}: {e}; skipped")  # another process of the sweep has it
+                    continue
+                if record is not None:
+                    rep = record["reported"]
+                    print(f"{files.stem}: {rep['description']} {rep['test_error_pct']:.2f}% "
+                          f"-> {files.record}")
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"{prog}: interrupted by {e}; checkpoint written. Continue with the same command and --resume"
+              + (" (a --runs sweep resumes by itself)" if args.runs else ""), file=sys.stderr)
+        return 130
+    except RunFailed as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,284 @@
+"""Datasets as uint8 tensors on the training device, batched and augmented there.
+
+Readers for the real on-disk formats (MNIST-style IDX, gzipped or not; the CIFAR python
+pickle batches), torchvision download as a fallback where a network exists, the TensorFlow
+MNIST split (first 5,000 training images are validation), and CIFAR augmentation (zero-pad 4,
+random 32x32 crop, random horizontal flip) done for a whole batch in one gather.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 statistics, used for CIFAR-100 too (SPEC §2)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+# dataset name -> torchvision class name (also its folder name under root)
+_TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+DATASETS = tuple(_TORCHVISION)
+
+
+@dataclass
+class Dataset:
+    """Images as uint8 N x C x H x W and int64 labels, one tensor each, plus class names."""
+
+    name: str
+    classes: list[str]
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    mean: tuple[float, ...] | None = None  # per-channel normalisation, None = just scale to [0, 1]
+    std: tuple[float, ...] | None = None
+    augment: bool = False  # pad-4 random crop + horizontal flip on training batches
+    _padded: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: torch.device) -> "Dataset":
+        for k in ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y"):
+            v = getattr(self, k)
+            if v is not None:
+                setattr(self, k, v.to(device))
+        self._padded = None
+        return self
+
+    # ------------------------------------------------------------------ batches
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float in [0, 1], then (x - mean) / std where the recipe normalises."""
+        x = x.float().div_(255)
+        if self.mean is not None:
+            mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+            x = x.sub_(mean).div_(std)
+        return x
+
+    def train_batch(self, idx: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training batch ``idx`` (indices on the data's device), augmented if the recipe says so."""
+        if not self.augment:
+            return self.normalise(self.train_x[idx]), self.train_y[idx]
+        return self.normalise(random_crop_flip(self._padded_train(), idx, 4, gen)), self.train_y[idx]
+
+    def _padded_train(self) -> torch.Tensor:
+        # Zero-pad once (uint8, on the device): torchvision's RandomCrop(padding=4) pads with
+        # black pixels before normalisation, which is what zeros here are too.
+        if self._padded is None:
+            self._padded = torch.nn.functional.pad(self.train_x, (4, 4, 4, 4))
+        return self._padded
+
+
+def random_crop_flip(padded: torch.Tensor, idx: torch.Tensor, pad: int,
+                     gen: torch.Generator | None) -> torch.Tensor:
+    """Random (H x W) crops of the padded images ``padded[idx]``, each flipped with p = 1/2.
+
+    One gather for the whole batch: crop offsets and the flip become index arithmetic.
+    """
+    b = idx.numel()
+    _, c, hp, wp = padded.shape
+    h, w = hp - 2 * pad, wp - 2 * pad
+    dev = padded.device
+    offs = torch.randint(0, 2 * pad + 1, (2, b), device=dev, generator=gen)
+    flip = torch.randint(0, 2, (b,), device=dev, generator=gen).bool()
+    ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    rows = offs[0, :, None] + ar_h  # b x h
+    cols = offs[1, :, None] + torch.where(flip[:, None], (w - 1) - ar_w, ar_w)  # b x w
+    return padded[idx[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+# ---------------------------------------------------------------------------------- IDX
+_IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned bytes, 1-d labels / 3-d images
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (gzipped if the name ends in .gz), fully validated."""
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"cannot read {path}: {e}; delete it and download the dataset again") from None
+    expected = _IDX_MAGIC[ndim]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated ({len(raw)} bytes, shorter than an IDX header); "
+                        "delete it and download the dataset again")
+    magic = struct.unpack(">I", raw[:4])[0]
+    if magic != expected:
+        raise DataError(f"{path} has IDX magic number 0x{magic:08x}, expected 0x{expected:08x} "
+                        f"({'labels' if ndim == 1 else 'images'} of unsigned bytes); is it the right file?")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    body = raw[4 + 4 * ndim:]
+    if len(body) != int(np.prod(dims)):
+        raise DataError(f"{path} holds {len(body)} data bytes but its header says {dims} = "
+                        f"{int(np.prod(dims))}; the file is truncated or corrupt, download it again")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+_IDX_FILES = {"train_x": ("train-images-idx3-ubyte", 3), "train_y": ("train-labels-idx1-ubyte", 1),
+              "test_x": ("t10k-images-idx3-ubyte", 3), "test_y": ("t10k-labels-idx1-ubyte", 1)}
+
+
+def _find_idx_dir(root: Path, name: str) -> Path | None:
+    """A folder holding the four IDX files: root itself (TF's MNIST_data/ convention, Debian's
+    fashion-mnist) or torchvision's root/<MNIST|FashionMNIST>/raw."""
+    for d in (root, root / _TORCHVISION[name] / "raw"):
+        if all(_idx_path(d, base) is not None for base, _ in _IDX_FILES.values()):
+            return d
+    return None
+
+
+def _idx_path(d: Path, base: str) -> Path | None:
+    for p in (d / f"{base}.gz", d / base):
+        if p.is_file():
+            return p
+    return None
+
+
+def load_mnist(root: str | os.PathLike, name: str = "mnist", val_size: int = 5000,
+               download: bool = True) -> Dataset:
+    """MNIST or Fashion-MNIST with TensorFlow's split: the first ``val_size`` training images
+    are validation, the rest train; the test file is the test set."""
+    root = Path(root)
+    d = _find_idx_dir(root, name)
+    if d is None and download:
+        _download(root, name)
+        d = _find_idx_dir(root, name)
+    if d is None:
+        raise DataError(f"{name} not found in {root} (looked for the four IDX files there and in "
+                        f"{root / _TORCHVISION[name] / 'raw'}); pass --data FOLDER holding them")
+    arrays = {k: read_idx(_idx_path(d, base), ndim) for k, (base, ndim) in _IDX_FILES.items()}
+    for split in ("train", "test"):
+        nx, ny = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
+        if nx != ny:
+            raise DataError(f"{d}: the {split} images file holds {nx} images but the labels file {ny} labels")
+    for k in ("train_y", "test_y"):
+        if arrays[k].size and arrays[k].max() > 9:
+            raise DataError(f"{d}: {k.replace('_y', '')} labels go up to {arrays[k].max()}, expected 0..9")
+    n = len(arrays["train_x"])
+    if not 0 <= val_size < n:
+        raise DataError(f"--val-size {val_size} leaves no training images ({n} in {d}); "
+                        f"use a value in 0..{n - 1}")
+    x = torch.from_numpy(arrays["train_x"].copy()).unsqueeze(1)
+    y = torch.from_numpy(arrays["train_y"].astype(np.int64))
+    classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
+    return Dataset(name, list(classes), train_x=x[val_size:], train_y=y[val_size:],
+                   val_x=x[:val_size] if val_size else None, val_y=y[:val_size] if val_size else None,
+                   test_x=torch.from_numpy(arrays["test_x"].copy()).unsqueeze(1),
+                   test_y=torch.from_numpy(arrays["test_y"].astype(np.int64)))
+
+
+# ---------------------------------------------------------------------------------- CIFAR
+_CIFAR = {
+    "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
+                    test=["test_batch"], meta="batches.meta", labels=b"labels", names=b"label_names", n=10),
+    "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
+                     labels=b"fine_labels", names=b"fine_label_names", n=100),
+}
+
+
+def _find_cifar_dir(root: Path, name: str) -> Path | None:
+    spec = _CIFAR[name]
+    for d in (root / spec["folder"], root):
+        if all((d / f).is_file() for f in spec["train"] + spec["test"]):
+            return d
+    return None
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="bytes")
+    except Exception as e:  # truncated or not a pickle at all: any unpickling error
+        raise DataError(f"cannot read {path} as a CIFAR python batch ({type(e).__name__}: {e}); "
+                        "delete it and download the dataset again") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} is not a CIFAR python batch (holds a {type(obj).__name__}, expected a dict)")
+    return obj
+
+
+def _cifar_batch(path: Path, label_key: bytes, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    obj = _unpickle(path)
+    missing = [k.decode() for k in (b"data", label_key) if k not in obj]
+    if missing:
+        raise DataError(f"{path} lacks the key(s) {', '.join(missing)} of a CIFAR batch "
+                        f"(has {', '.join(sorted(k.decode(errors='replace') for k in obj))}); is it the right dataset?")
+    data, labels = np.asarray(obj[b"data"]), np.asarray(obj[label_key], dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise DataError(f"{path}: expected uint8 data of shape (N, 3072) and N labels, "
+                        f"got {data.dtype} {data.shape} and {len(labels)} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"{path}: labels outside 0..{n_classes - 1}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar(root: str | os.PathLike, name: str = "cifar10", download: bool = True) -> Dataset:
+    """CIFAR-10/100 from the python pickle batches (torchvision's layout or the folder itself)."""
+    root, spec = Path(root), _CIFAR[name]
+    d = _find_cifar_dir(root, name)
+    if d is None and download:
+        _download(root, name)
+        d = _find_cifar_dir(root, name)
+    if d is None:
+        raise DataError(f"{name} not found in {root} (looked for {', '.join(spec['train'] + spec['test'])} "
+                        f"there and in {root / spec['folder']}); pass --data FOLDER holding them")
+    parts = {s: [_cifar_batch(d / f, spec["labels"], spec["n"]) for f in spec[s]] for s in ("train", "test")}
+    meta = d / spec["meta"]
+    if meta.is_file():
+        names = _unpickle(meta).get(spec["names"])
+        if names is None or len(names) != spec["n"]:
+            raise DataError(f"{meta}: expected {spec['n']} class names under key {spec['names'].decode()}")
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    else:
+        classes = [str(i) for i in range(spec["n"])]
+
+    def cat(s: str, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([p[i] for p in parts[s]]))
+
+    return Dataset(name, classes, train_x=cat("train", 0), train_y=cat("train", 1),
+                   test_x=cat("test", 0), test_y=cat("test", 1), mean=CIFAR_MEAN, std=CIFAR_STD, augment=True)
+
+
+# ---------------------------------------------------------------------------------- common
+def _download(root: Path, name: str) -> None:
+    """Fetch with torchvision (needs a network); failures become one clear DataError."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, _TORCHVISION[name])
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{name} is not in {root} and downloading it failed ({first}); on a machine "
+                        f"without network, copy the dataset there or pass --data FOLDER holding it") from None
+
+
+def default_data_dir(name: str) -> str:
+    """./data, except Fashion-MNIST where the Debian package has installed it."""
+    if name == "fashion-mnist" and SYSTEM_FASHION_MNIST.is_dir():
+        return str(SYSTEM_FASHION_MNIST)
+    return "./data"
+
+
+def load_dataset(name: str, root: str | os.PathLike, val_size: int = 5000, download: bool = True) -> Dataset:
+    if name in ("mnist", "fashion-mnist"):
+        return load_mnist(root, name, val_size=val_size, download=download)
+    if name in _CIFAR:
+        return load_cifar(root, name, download=download)
+    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

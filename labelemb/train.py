@@ -1,0 +1,312 @@
+"""The training loop shared by the four recipes: train, evaluate at the recipe's points,
+record, checkpoint, resume.
+
+Read top to bottom: :func:`train_step` is one optimiser step, :func:`evaluate` one pass over
+a held-out set, :func:`run` a whole run (or the rest of one, from a checkpoint).
+"""
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import Dataset
+from .embedding import BaselineLoss, LabelEmbLoss
+from .errors import UserError
+from .models import LabelEmbNet, build_model
+from .results import RECORD_FORMAT, RunFiles, environment
+
+MODES = ("baseline", "emb")
+CKPT_FORMAT = "labelemb-ckpt/1"
+DRY_RUN_STEPS = 3  # --dry-run: this many training steps of one epoch ...
+DRY_RUN_EVAL = 500  # ... evaluated on at most this many samples per held-out set
+
+
+class RunFailed(Exception):
+    """The run stopped on its own (non-finite loss); its record is marked failed."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM: a checkpoint was written; the run can be resumed."""
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM so the loop stops after the current step; a second SIGINT exits at once.
+
+    Every file is written atomically, so exiting at once never leaves half a file behind.
+    """
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            print("\nsecond interrupt: exiting now (files are written atomically, nothing is half-written)",
+                  flush=True)
+            import os
+            os._exit(130)
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+# ----------------------------------------------------------------------------- one step
+def make_criterion(cfg: dict) -> nn.Module:
+    if cfg["mode"] == "emb":
+        return LabelEmbLoss(tau=cfg["tau"], alpha=cfg["alpha"], beta=cfg["beta"])
+    return BaselineLoss()
+
+
+def train_step(model: LabelEmbNet, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+               x: torch.Tensor, y: torch.Tensor, emb_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step; returns the (detached) loss and head-1 logits, without a host sync."""
+    if emb_mode:
+        o1, o2, e = model(x, y)
+        loss = criterion(o1, y, o2, e)
+    else:
+        o1 = model(x)
+        loss = criterion(o1, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), o1.detach()
+
+
+@torch.no_grad()
+def evaluate(model: LabelEmbNet, data: Dataset, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of head 1 on (x, y)."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+    for i in range(0, len(y), batch_size):
+        o1 = model(data.normalise(x[i:i + batch_size])).float()
+        yb = y[i:i + batch_size]
+        loss_sum += F.cross_entropy(o1, yb, reduction="sum").double()
+        correct += (o1.argmax(dim=1) == yb).sum()
+    model.train(was_training)
+    n = max(len(y), 1)
+    return correct.item() / n, loss_sum.item() / n
+
+
+# ----------------------------------------------------------------------------- a run
+@dataclass
+class Schedule:
+    """Steps per epoch and the steps (1-based, within an epoch) after which we evaluate."""
+
+    steps: int
+    eval_at: tuple[int, ...]
+
+    @classmethod
+    def of(cls, cfg: dict, n_train: int) -> "Schedule":
+        bs = cfg["batch_size"]
+        steps = n_train // bs if cfg["drop_last"] else math.ceil(n_train / bs)
+        if steps < 1:
+            raise UserError(f"--batch-size {bs} is larger than the {n_train} training samples; use a smaller one")
+        if cfg["dry_run"]:
+            steps = min(steps, DRY_RUN_STEPS)
+        k = min(cfg["evals_per_epoch"], steps)
+        return cls(steps, tuple(sorted({round(i * steps / k) for i in range(1, k + 1)})))
+
+
+def reported_metric(curve: list[dict], how: str) -> dict:
+    """SPEC §2: the last point's test error, or (mlp) the test error at the best validation
+    accuracy, ties going to the later point."""
+    if not curve:
+        return {}
+    if how == "best_val":
+        best = max(range(len(curve)), key=lambda i: (curve[i]["val_acc"], i))
+        row, name = curve[best], "test error at best validation accuracy"
+    else:
+        row, name = curve[-1], "final test error"
+    return {"metric": how, "description": name, "test_error_pct": row["test_error_pct"],
+            "epoch": row["epoch"], "step": row["step"]}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_states(gens: dict[str, torch.Generator]) -> dict:
+    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+           "gens": {k: g.get_state() for k, g in gens.items()}}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_states(states: dict, gens: dict[str, torch.Generator]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    for k, g in gens.items():
+        g.set_state(states["gens"][k])
+
+
+def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume: dict | None = None,
+        stop: StopFlag | None = None) -> dict:
+    """Train one run of ``cfg`` on ``data`` (already on ``device``); return its final record.
+
+    ``resume`` is a checkpoint written by this function; the run then continues exactly where
+    the checkpoint left it (same batches, same augmentation, same curves on CPU).
+    """
+    seed_everything(cfg["seed"])
+    model = build_model(cfg["arch"], data.num_classes, in_channels=data.train_x.shape[1],
+                        image_size=data.train_x.shape[-1]).to(device)
+    criterion = make_criterion(cfg)
+    emb_mode = cfg["mode"] == "emb"
+    # Adam over every parameter, E included (in baseline E and head 2 get no gradient, so Adam skips them).
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+    every = cfg["lr_decay_every"]
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=every or 1,
+                                                gamma=cfg["lr_decay"] if every else 1.0)
+    gens = {"data": torch.Generator().manual_seed(cfg["seed"] + 1)}
+    gens["aug"] = gens["data"] if device.type == "cpu" else torch.Generator(device=device)
+    if device.type != "cpu":
+        gens["aug"].manual_seed(cfg["seed"] + 2)
+
+    sched = Schedule.of(cfg, len(data.train_y))
+    n_eval = DRY_RUN_EVAL if cfg["dry_run"] else None
+    held_out = [("val", data.val_x, data.val_y), ("test", data.test_x, data.test_y)]
+    held_out = [(k, x[:n_eval], y[:n_eval]) for k, x, y in held_out if y is not None]
+
+    # Everything that changes during training; a checkpoint is exactly this plus the modules.
+    st = dict(epoch=0, step=0, perm=None, curve=[], epoch_seconds=[], train_seconds=0.0,
+              epoch_start_seconds=0.0, embeddings=[], seen=0)
+    acc = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, correct since the last evaluation
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        set_rng_states(resume["rng"], gens)
+        st.update({k: resume[k] for k in st})
+        acc.copy_(resume["acc"])
+
+    record = {"format": RECORD_FORMAT, "status": "running", "task": cfg["task"], "arch": cfg["arch"],
+              "dataset": cfg["dataset"], "mode": cfg["mode"], "num": cfg["num"], "seed": cfg["seed"],
+              "dry_run": cfg["dry_run"], "config": cfg, "env": environment(device), "classes": data.classes,
+              "steps_per_epoch": sched.steps, "curve": st["curve"], "epoch_seconds": st["epoch_seconds"]}
+
+    def checkpoint() -> None:
+        files.save_checkpoint({
+            "format": CKPT_FORMAT, "config": cfg, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": rng_states(gens), "acc": acc.cpu(), **st})
+
+    def finish_record(status: str, **extra) -> dict:
+        secs = st["epoch_seconds"]
+        record.update(status=status, time_per_epoch=float(np.mean(secs)) if secs else None,
+                      train_seconds=st["train_seconds"], reported=reported_metric(st["curve"], cfg["reported"]),
+                      **extra)
+        files.write_record(record)
+        return record
+
+    def pause_clock() -> None:
+        """Stop the training clock (evaluation and writing are not training time); check the loss."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        st["train_seconds"] += time.perf_counter() - t0
+        bad = int(first_bad)
+        if bad >= 0:
+            msg = (f"non-finite loss at step {bad} (epoch {(bad - 1) // sched.steps + 1}, step "
+                   f"{(bad - 1) % sched.steps + 1} of it); stopped, the last good checkpoint is kept")
+            finish_record("failed", error=msg)
+            raise RunFailed(msg)
+
+    def evaluation_point(epoch: int) -> None:
+        loss_sum, correct = acc.tolist()
+        row = {"epoch": round(epoch + st["step"] / sched.steps, 6), "step": epoch * sched.steps + st["step"],
+               "train_acc": correct / st["seen"], "train_loss": loss_sum / st["seen"], "val_acc": None}
+        for name, hx, hy in held_out:
+            a, loss = evaluate(model, data, hx, hy, cfg["test_batch_size"])
+            row[f"{name}_acc"] = a
+            if name == "test":
+                row.update(test_loss=loss, test_error_pct=100.0 * (1.0 - a))
+        row["train_seconds"] = st["train_seconds"]
+        st["curve"].append(row)
+        acc.zero_()
+        st["seen"] = 0
+        bar.set_postfix_str(f"test err {row['test_error_pct']:.2f}%", refresh=False)
+        if not cfg["quiet"] and st["step"] == sched.steps:
+            val = f" val acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
+            bar.write(f"epoch {epoch + 1}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
+                      f"acc {row['train_acc']:.4f}{val} test acc {row['test_acc']:.4f} "
+                      f"loss {row['test_loss']:.4f} ({st['train_seconds']:.1f}s training)")
+
+    model.train()
+    done = st["epoch"] * sched.steps + st["step"]
+    bar = tqdm(total=cfg["epochs"] * sched.steps, initial=done, disable=cfg["quiet"], unit="step",
+               dynamic_ncols=True, mininterval=1.0,
+               desc=f"{cfg['dataset']} {cfg['arch']} {cfg['mode']} #{cfg['num']}")
+    step_counter = torch.full((), done, dtype=torch.long, device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first global step with a non-finite loss
+    bs = cfg["batch_size"]
+    try:
+        t0 = time.perf_counter()
+        while st["epoch"] < cfg["epochs"]:
+            epoch = st["epoch"]
+            if st["step"] == 0:
+                st["perm"] = torch.randperm(len(data.train_y), generator=gens["data"])
+                st["epoch_start_seconds"] = st["train_seconds"]
+            perm = st["perm"].to(device)
+            for s in range(st["step"], sched.steps):
+                x, y = data.train_batch(perm[s * bs:(s + 1) * bs], gens["aug"])
+                loss, o1 = train_step(model, criterion, optimizer, x, y, emb_mode)
+                # Metrics accumulate on the device and are read at evaluation points: no sync per step.
+                step_counter += 1
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step_counter, first_bad)
+                acc += torch.stack([loss.double() * len(y), (o1.argmax(1) == y).sum().double()])
+                st["seen"] += len(y)
+                st["step"] = s + 1
+                bar.update(1)
+                stopping = stop is not None and stop.requested is not None
+                if st["step"] in sched.eval_at or stopping:
+                    pause_clock()
+                    if st["step"] in sched.eval_at:
+                        evaluation_point(epoch)
+                    if st["step"] < sched.steps:
+                        if stopping:
+                            checkpoint()
+                            finish_record("interrupted")
+                            raise Interrupted(stop.requested)
+                        finish_record("running")
+                        t0 = time.perf_counter()
+            # End of the epoch (the clock is paused: the last step is always an evaluation point).
+            scheduler.step()
+            st["epoch_seconds"].append(st["train_seconds"] - st["epoch_start_seconds"])
+            if emb_mode:
+                st["embeddings"].append(model.emb.weight.detach().float().cpu().numpy())
+                files.write_embedding(st["embeddings"])
+            st.update(epoch=epoch + 1, step=0, perm=None)
+            checkpoint()
+            if stop is not None and stop.requested and st["epoch"] < cfg["epochs"]:
+                finish_record("interrupted")
+                raise Interrupted(stop.requested)
+            finish_record("running")
+            t0 = time.perf_counter()
+    finally:
+        bar.close()
+    record = finish_record("complete")
+    files.write_plot(record)
+    return record
