@@ -300,10 +300,11 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
                 files.write_embedding(st["embeddings"])
             st.update(epoch=epoch + 1, step=0, perm=None)
             checkpoint()
-            if stop is not None and stop.requested and st["epoch"] < cfg["epochs"]:
-                finish_record("interrupted")
-                raise Interrupted(stop.requested)
-            finish_record("running")
+            if st["epoch"] < cfg["epochs"]:
+                if stop is not None and stop.requested:
+                    finish_record("interrupted")
+                    raise Interrupted(stop.requested)
+                finish_record("running")
             t0 = time.perf_counter()
     finally:
         bar.close()
