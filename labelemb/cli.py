@@ -151,8 +151,7 @@ def train_one(cfg: dict, data, device, files: RunFiles, args, sweep: bool, stop:
     try:
         what = plan(cfg, files, args, sweep)  # again, now that we hold the lock
         if what == "skip":
-            if not args.quiet:
-                print(f"{files.stem}: already {files.status()}, skipped")
+            print(f"{files.stem}: already {files.status()}, skipped")
             return None
         state = None
         if what == "resume":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import tempfile
@@ -40,8 +41,19 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _json_safe(obj):
+    """NaN/inf (a diverged run's test loss) become null: strict JSON that every reader accepts."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj) -> None:
-    atomic_write(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
+    atomic_write(path, (json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n").encode())
 
 
 def read_record(path: Path) -> dict:

@@ -296,7 +296,7 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
             scheduler.step()
             st["epoch_seconds"].append(st["train_seconds"] - st["epoch_start_seconds"])
             if emb_mode:
-                st["embeddings"].append(model.emb.weight.detach().float().cpu().numpy())
+                st["embeddings"].append(model.emb.weight.detach().float().cpu().numpy().copy())
                 files.write_embedding(st["embeddings"])
             st.update(epoch=epoch + 1, step=0, perm=None)
             checkpoint()
@@ -310,4 +310,5 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
         bar.close()
     record = finish_record("complete")
     files.write_plot(record)
+    files.prev_ckpt.unlink(missing_ok=True)  # the last checkpoint (the trained model) is kept
     return record

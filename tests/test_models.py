@@ -1,0 +1,223 @@
+"""The four backbones of SPEC §2 inside LabelEmbNet: shapes, sizes, parameter counts, gradients, init."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from labelemb.embedding import LabelEmbLoss
+from labelemb.models import LabelEmbNet, build_model
+
+# arch -> (num_classes, in_channels, image_size, feature_dim, batch)
+ARCHS = {
+    "mlp": (10, 1, 28, 500, 4),
+    "cnn": (10, 1, 28, 1024, 4),
+    "resnet18": (100, 3, 32, 1024, 2),
+    "resnet8": (10, 3, 32, 2048, 2),
+}
+
+
+# ----------------------------------------------------------------------------- counting by hand
+def linear(i, o):
+    return i * o + o
+
+
+def conv(i, o, k, bias):
+    return i * o * k * k + (o if bias else 0)
+
+
+def bn(c):
+    return 2 * c  # weight + bias (running stats are buffers, not parameters)
+
+
+def resnet_params(blocks, widths, strides, feature_dim, n_classes, in_ch=3):
+    """SPEC §2's ResNets: 3x3 stem (no bias) + BN; BasicBlocks of two 3x3 convs + BN, a 1x1 conv + BN
+    projection where the shape changes; two linear heads; the n x n embedding."""
+    total = conv(in_ch, widths[0], 3, False) + bn(widths[0])
+    c = widths[0]
+    for nb, w, s in zip(blocks, widths, strides):
+        for i in range(nb):
+            stride = s if i == 0 else 1
+            total += conv(c, w, 3, False) + bn(w) + conv(w, w, 3, False) + bn(w)
+            if stride != 1 or c != w:
+                total += conv(c, w, 1, False) + bn(w)
+            c = w
+    return total + 2 * linear(feature_dim, n_classes) + n_classes * n_classes
+
+
+EXPECTED_PARAMS = {
+    # 784*500+500 + 500*500+500 + 2*(500*10+10) + 10*10
+    "mlp": 653120,
+    # 1*32*25+32 + 32*64*25+64 + 3136*1024+1024 + 2*(1024*10+10) + 10*10
+    "cnn": 3284984,
+    "resnet18": 44867672,
+    "resnet8": 4932344,
+}
+EXPECTED_BACKBONE_PARAMS = {"mlp": 643000, "cnn": 3264384, "resnet18": 44652672, "resnet8": 4891264}
+
+
+def test_hand_counts_agree_with_the_literals():
+    assert linear(784, 500) + linear(500, 500) + 2 * linear(500, 10) + 100 == EXPECTED_PARAMS["mlp"]
+    assert (conv(1, 32, 5, True) + conv(32, 64, 5, True) + linear(7 * 7 * 64, 1024) + 2 * linear(1024, 10) + 100
+            == EXPECTED_PARAMS["cnn"])
+    assert resnet_params([2, 2, 2, 2], [128, 256, 512, 1024], [1, 2, 2, 2], 1024, 100) == EXPECTED_PARAMS["resnet18"]
+    assert resnet_params([1, 1, 1], [128, 256, 512], [1, 2, 2], 2048, 10) == EXPECTED_PARAMS["resnet8"]
+    for arch, (n, *_rest) in ARCHS.items():
+        feat = ARCHS[arch][3]
+        assert EXPECTED_BACKBONE_PARAMS[arch] == EXPECTED_PARAMS[arch] - 2 * linear(feat, n) - n * n
+
+
+# ----------------------------------------------------------------------------- one run per arch
+def _run(arch):
+    """Build the model, pick labels so head 2 is right on sample 0 and wrong on the others, run
+    forward(x), forward(x, y) and one backward of the emb-mode loss."""
+    n, c, s, _, b = ARCHS[arch]
+    torch.manual_seed(0)
+    model = build_model(arch, n, c, s)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(b, c, s, s, generator=g)
+    with torch.no_grad():
+        h = model.backbone(x)
+        o2 = model.emb.head(h)
+        o1_only = model(x)
+    am = o2.argmax(1)
+    y = torch.where(torch.arange(b) == 0, am, (am + 1) % n)
+    o1, o2, e = model(x, y)
+    LabelEmbLoss()(o1, y, o2, e).backward()
+    return dict(model=model, x=x, y=y, h=h, o1_only=o1_only, o1=o1.detach(), o2=o2.detach(), e=e.detach())
+
+
+_CACHE: dict = {}
+
+
+@pytest.fixture(params=list(ARCHS), scope="module")
+def run(request):
+    if request.param not in _CACHE:
+        _CACHE[request.param] = (request.param, _run(request.param))
+    yield _CACHE[request.param]
+    _CACHE.pop(request.param, None)  # free the wide ResNets once their tests are done
+
+
+def test_output_shapes(run):
+    arch, r = run
+    n, _, _, feat, b = ARCHS[arch]
+    assert r["o1_only"].shape == (b, n)
+    assert r["o1"].shape == (b, n) and r["o2"].shape == (b, n) and r["e"].shape == (b, n)
+    assert r["h"].shape == (b, feat)
+    assert isinstance(r["model"], LabelEmbNet) and r["model"].num_classes == n
+    # e is the embedding row of each label
+    torch.testing.assert_close(r["e"], r["model"].emb.weight.detach()[r["y"]])
+
+
+def test_feature_dim(run):
+    arch, r = run
+    feat = ARCHS[arch][3]
+    m = r["model"]
+    assert m.backbone.feature_dim == feat
+    assert m.head.in_features == feat and m.emb.head.in_features == feat
+
+
+def test_parameter_counts(run):
+    arch, r = run
+    m = r["model"]
+    assert sum(p.numel() for p in m.parameters()) == EXPECTED_PARAMS[arch]
+    assert sum(p.numel() for p in m.backbone.parameters()) == EXPECTED_BACKBONE_PARAMS[arch]
+    assert all(p.requires_grad for p in m.parameters())
+
+
+def test_no_nans(run):
+    _, r = run
+    for k in ("o1_only", "o1", "o2", "e", "h"):
+        assert torch.isfinite(r[k]).all(), k
+
+
+def test_every_parameter_gets_a_nonzero_gradient_in_emb_mode(run):
+    _, r = run
+    missing = [name for name, p in r["model"].named_parameters()
+               if p.grad is None or torch.count_nonzero(p.grad) == 0 or not torch.isfinite(p.grad).all()]
+    assert missing == []
+
+
+def test_embedding_is_identity_at_start():
+    for arch, (n, c, s, *_r) in ARCHS.items():
+        if arch == "resnet18":
+            continue  # same LabelEmbNet code; checked on the cheaper models (and in test_output_shapes)
+        torch.manual_seed(0)
+        assert torch.equal(build_model(arch, n, c, s).emb.weight.detach(), torch.eye(n))
+
+
+def test_head1_output_equals_forward_without_labels():
+    torch.manual_seed(0)
+    m = build_model("cnn", 10, 1, 28)
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m(x, torch.tensor([1, 2, 3]))[0])
+
+
+# ----------------------------------------------------------------------------- initialisation
+TRUNC2_STD = 0.8796  # std of a normal truncated at +-2 std, in units of sigma
+
+
+def _check_trunc_normal(w, sigma, rel):
+    w = w.detach()
+    assert w.abs().max().item() <= 2 * sigma + 1e-7, f"outside +-2*{sigma}"
+    assert w.std().item() == pytest.approx(TRUNC2_STD * sigma, rel=rel)
+    assert w.mean().abs().item() < 0.1 * sigma
+    assert w.abs().max().item() > 1.5 * sigma  # a truncated normal, not something narrower
+
+
+@pytest.mark.parametrize("arch,backbone_layers,head_std", [
+    ("mlp", ["fc1", "fc2"], 0.01),
+    ("cnn", ["conv1", "conv2", "fc"], 0.001),
+])
+def test_tf_style_initialisation(arch, backbone_layers, head_std):
+    torch.manual_seed(0)
+    m = build_model(arch, 10, 1, 28)
+    for name in backbone_layers:
+        w = getattr(m.backbone, name).weight
+        _check_trunc_normal(w, 0.1, rel=0.05 if w.numel() > 10000 else 0.12)
+    for head in (m.head, m.emb.head):  # BOTH heads
+        _check_trunc_normal(head.weight, head_std, rel=0.06)
+    biases = {name: p for name, p in m.named_parameters() if name.endswith("bias")}
+    assert len(biases) == len(backbone_layers) + 2
+    for name, p in biases.items():
+        assert torch.count_nonzero(p) == 0, name
+    assert torch.equal(m.emb.weight.detach(), torch.eye(10))
+
+
+def test_resnet_convs_have_no_bias(run):
+    arch, r = run
+    if not arch.startswith("resnet"):
+        pytest.skip("the MNIST models' convs have a bias (SPEC §2)")
+    convs = [mod for mod in r["model"].modules() if isinstance(mod, nn.Conv2d)]
+    # resnet18: stem + 8 blocks * 2 + 3 projections; resnet8: stem + 3 * 2 + 2 projections
+    assert len(convs) == {"resnet18": 20, "resnet8": 9}[arch]
+    assert all(cv.bias is None for cv in convs)
+    bns = [mod for mod in r["model"].modules() if isinstance(mod, nn.BatchNorm2d)]
+    assert len(bns) == len(convs)
+
+
+def test_mnist_convs_have_bias_and_same_padding():
+    m = build_model("cnn", 10, 1, 28)
+    for cv, (i, o) in ((m.backbone.conv1, (1, 32)), (m.backbone.conv2, (32, 64))):
+        assert (cv.in_channels, cv.out_channels, cv.kernel_size, cv.padding) == (i, o, (5, 5), (2, 2))
+        assert cv.bias is not None
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet8"])
+def test_same_seed_same_weights(arch):
+    n, c, s, *_ = ARCHS[arch]
+
+    def build(seed):
+        torch.manual_seed(seed)
+        return build_model(arch, n, c, s).state_dict()
+
+    a, b, other = build(3), build(3), build(4)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], other[k]) for k in a)
+
+
+def test_unknown_arch_raises():
+    with pytest.raises(ValueError, match="resnet50"):
+        build_model("resnet50", 10)

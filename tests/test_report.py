@@ -1,0 +1,338 @@
+"""The report over synthetic results folders with known numbers (no training)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelemb import report as rp
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = [str(i) for i in range(10)]
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+BASE_ERR = [1.00, 1.05, 1.10, 1.02]  # cnn/mnist baseline, reported (final) test error %
+EMB_ERR = [0.90, 0.94, 0.88]
+LS_ERR = [0.97, 0.99]
+BASE_TPE = [4.0, 4.2, 4.4, 4.6]
+EMB_TPE = [5.0, 5.5, 6.0]
+
+
+def record(task: str, dataset: str, mode: str, num: int, err: float, *, classes=DIGITS, metric: str = "final",
+           status: str = "complete", dry_run: bool = False, tpe: float = 1.0, epochs: int = 2) -> dict:
+    """A run record as labelemb.train writes it; 5 evaluations per epoch, the last at ``err``."""
+    curve = []
+    points = 5 * epochs
+    for i in range(1, points + 1):
+        e = err + 2.0 * (points - i) / points
+        curve.append({"epoch": round(i / 5, 6), "step": 110 * i, "train_acc": 0.9, "train_loss": 0.3,
+                      "val_acc": (0.99 if metric == "best_val" else None), "test_acc": 1 - e / 100,
+                      "test_loss": 0.1, "test_error_pct": e, "train_seconds": tpe * i / 5})
+    words = {"final": "final test error", "best_val": "test error at best validation accuracy"}
+    return {"format": "labelemb-run/1", "status": status, "task": task, "arch": task, "dataset": dataset,
+            "mode": mode, "num": num, "seed": num, "dry_run": dry_run,
+            "config": {"task": task, "arch": task, "epochs": epochs, "lr": 1e-3, "reported": metric, "mode": mode,
+                       "tau": 2.0, "alpha": 0.9, "beta": 0.5, "num": num, "seed": num},
+            "env": {"python": "3"}, "classes": list(classes), "steps_per_epoch": 550, "curve": curve,
+            "epoch_seconds": [tpe] * epochs, "time_per_epoch": tpe, "train_seconds": tpe * epochs,
+            "reported": {"metric": metric, "description": words[metric], "test_error_pct": err,
+                         "epoch": float(epochs), "step": 110 * points}}
+
+
+def write_run(folder: Path, rec: dict, emb: np.ndarray | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{rec['dataset']}_{rec['arch']}_{rec['mode']}_{rec['num']}"
+    path = folder / f"{stem}.json"
+    path.write_text(json.dumps(rec, indent=1))
+    if emb is not None:
+        np.save(folder / f"{stem}_emb.npy", emb.astype(np.float32))
+    return path
+
+
+def identity_emb(n: int, epochs: int = 2, scale: float = 3.0) -> np.ndarray:
+    return np.stack([np.eye(n) * scale] * epochs)
+
+
+def cnn_folder(folder: Path) -> Path:
+    """cnn/mnist: 4 baseline, 3 emb (with embeddings), 2 'ls' runs."""
+    for i, (e, t) in enumerate(zip(BASE_ERR, BASE_TPE)):
+        write_run(folder, record("cnn", "mnist", "baseline", i, e, tpe=t))
+    for i, (e, t) in enumerate(zip(EMB_ERR, EMB_TPE)):
+        write_run(folder, record("cnn", "mnist", "emb", i, e, tpe=t), identity_emb(10, scale=2.0 + i))
+    for i, e in enumerate(LS_ERR):
+        write_run(folder, record("cnn", "mnist", "ls", i, e))
+    return folder
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def welch_reference(a: list[float], b: list[float]) -> float:
+    try:
+        from scipy import stats
+    except ImportError:
+        return None
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_betainc_closed_forms():
+    for x in (0.0, 0.1, 0.5, 0.93, 1.0):
+        assert rp.betainc(1.0, 1.0, x) == pytest.approx(x, abs=1e-12)
+        assert rp.betainc(1.0, 3.5, x) == pytest.approx(1 - (1 - x) ** 3.5, abs=1e-12)
+        assert rp.betainc(2.5, 1.0, x) == pytest.approx(x ** 2.5, abs=1e-12)
+
+
+def test_welch_against_closed_form_and_scipy():
+    # n = 2 each, equal variances: df = 2, and P(|T_2| >= |t|) = 1 - |t| / sqrt(t^2 + 2).
+    w = rp.welch_ttest([0.0, 2.0], [1.0, 3.0])
+    t = -1 / math.sqrt(2)
+    assert w.t == pytest.approx(t) and w.df == pytest.approx(2.0)
+    assert w.p == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2), rel=1e-10)
+    # df = 1 (one sample of 2 with all the variance): Cauchy, p = 1 - 2 atan(|t|) / pi.
+    w = rp.welch_ttest([0.0, 2.0], [5.0, 5.0, 5.0])
+    assert w.df == pytest.approx(1.0)
+    assert w.p == pytest.approx(1 - 2 * math.atan(abs(w.t)) / math.pi, rel=1e-10)
+    # Hand-checked value (scipy 1.17.1, ttest_ind(equal_var=False)).
+    a, b = [10.0, 10.5, 11.0, 10.2], [9.0, 9.4, 8.8]
+    assert rp.welch_ttest(a, b).p == pytest.approx(0.0046698524243115784, rel=1e-9)
+    for a, b in ((BASE_ERR, EMB_ERR), (BASE_ERR, LS_ERR), ([1, 2, 3, 50], [1.1, 1.2]), ([5, 6], [5.5, 5.6, 5.4])):
+        ref = welch_reference(a, b)
+        if ref is not None:
+            assert rp.welch_ttest(a, b).p == pytest.approx(ref, rel=1e-9)
+    assert rp.welch_ttest([1.0], [2.0, 3.0]) is None  # undefined with a single run
+    assert rp.welch_ttest([1.0, 1.0], [2.0, 2.0]) is None  # no variance at all
+
+
+# ----------------------------------------------------------------------------- the table
+def test_table_numbers(tmp_path: Path):
+    folder = cnn_folder(tmp_path / "cnn_results")
+    (rep,) = rp.make_report([folder])
+    (g,) = rep.groups
+    assert (g.task, g.dataset) == ("cnn", "mnist")
+    base, emb, ls = g.stats
+    assert [s.mode for s in g.stats] == ["baseline", "emb", "ls"]
+    assert base.mean == pytest.approx(statistics.mean(BASE_ERR))
+    assert base.std == pytest.approx(statistics.stdev(BASE_ERR))
+    assert emb.std == pytest.approx(np.std(EMB_ERR, ddof=1))
+    assert base.time_per_epoch == pytest.approx(np.mean(BASE_TPE))
+    assert emb.time_per_epoch == pytest.approx(np.mean(EMB_TPE))
+    red = statistics.mean(BASE_ERR) - statistics.mean(EMB_ERR)
+    assert emb.reduction_pp == pytest.approx(red)
+    assert emb.reduction_rel_pct == pytest.approx(100 * red / statistics.mean(BASE_ERR))
+    assert ls.reduction_pp == pytest.approx(statistics.mean(BASE_ERR) - statistics.mean(LS_ERR))
+    assert base.reduction_pp is None and base.welch is None
+    # Welch's t by hand; the p-value against scipy when installed.
+    v1, v2 = statistics.variance(BASE_ERR) / 4, statistics.variance(EMB_ERR) / 3
+    assert emb.welch.t == pytest.approx((statistics.mean(BASE_ERR) - statistics.mean(EMB_ERR)) / math.sqrt(v1 + v2))
+    assert emb.welch.df == pytest.approx((v1 + v2) ** 2 / (v1 ** 2 / 3 + v2 ** 2 / 2))
+    ref = welch_reference(BASE_ERR, EMB_ERR)
+    if ref is not None:
+        assert emb.welch.p == pytest.approx(ref, rel=1e-9)
+    assert 0 < emb.welch.p < 0.05
+
+    md = (folder / "report.md").read_text()
+    assert f"| baseline | 4 | {statistics.mean(BASE_ERR):.2f} ± {statistics.stdev(BASE_ERR):.2f} |" in md
+    assert f"| LabelEmb | 3 | {statistics.mean(EMB_ERR):.2f} ± {statistics.stdev(EMB_ERR):.2f} | {red:+.2f} |" in md
+    assert f"{100 * red / statistics.mean(BASE_ERR):+.1f} %" in md
+    assert f"{emb.welch.p:.4f}" in md
+    assert md.index("| baseline |") < md.index("| LabelEmb |") < md.index("| ls |")
+    # The paper's MNIST CNN numbers beside ours.
+    assert "0.85 ± 0.11" in md and "0.55 ± 0.03" in md and "4.60" in md and "5.46" in md
+    assert "+0.30 (+35.3 %)" in md
+    assert "final test error" in md and "best validation" not in md
+
+    rows = list(csv.DictReader((folder / "report.csv").open()))
+    assert [r["mode"] for r in rows] == ["baseline", "emb", "ls"]
+    assert float(rows[0]["test_error_mean"]) == pytest.approx(statistics.mean(BASE_ERR))
+    assert float(rows[1]["test_error_std"]) == pytest.approx(statistics.stdev(EMB_ERR))
+    assert float(rows[1]["reduction_pp"]) == pytest.approx(red)
+    assert float(rows[1]["p_welch"]) == pytest.approx(emb.welch.p)
+    assert float(rows[1]["paper_test_error_mean"]) == 0.55
+    assert rows[0]["reduction_pp"] == "" and rows[0]["run_nums"] == "0;1;2;3"
+    assert rows[2]["paper_test_error_mean"] == ""
+
+    # One group with an embedding: curves.png one 600 x 400 panel, heatmap.png 800 x 700.
+    assert png_size(folder / "curves.png") == (600, 400)
+    assert png_size(folder / "heatmap.png") == (800, 700)
+    assert "![error curves](curves.png)" in md and "![heatmap](heatmap.png)" in md
+    assert "## Skipped files\n\nNone." in md
+
+
+def test_single_run_std_and_no_paper_number(tmp_path: Path):
+    folder = tmp_path / "r"
+    write_run(folder, record("mlp", "fashion-mnist", "baseline", 0, 11.0, classes=FASHION, metric="best_val"))
+    write_run(folder, record("mlp", "fashion-mnist", "emb", 0, 10.0, classes=FASHION, metric="best_val"),
+              identity_emb(10))
+    (rep,) = rp.make_report([folder])
+    base, emb = rep.groups[0].stats
+    assert base.std is None and emb.welch is None
+    assert emb.reduction_rel_pct == pytest.approx(100 / 11)
+    md = (folder / "report.md").read_text()
+    assert "| baseline | 1 | 11.00 ± – |" in md
+    assert "The paper has no number for mlp on fashion-mnist" in md
+    # The MLP reports the test error at the best validation accuracy, and says so.
+    assert "best validation accuracy" in md and "final test error" not in md
+
+
+def test_metric_wording_per_group(tmp_path: Path):
+    folder = tmp_path / "r"
+    write_run(folder, record("mlp", "mnist", "baseline", 0, 1.5, metric="best_val"))
+    write_run(folder, record("cnn", "mnist", "baseline", 0, 0.9, metric="final"))
+    (rep,) = rp.make_report([folder])
+    words = {g.task: g.metric for g in rep.groups}
+    assert "best validation accuracy" in words["mlp"]
+    assert words["cnn"].startswith("final test error")
+    # Different metrics within one group are flagged.
+    write_run(folder, record("cnn", "mnist", "baseline", 1, 0.8, metric="best_val"))
+    (rep,) = rp.make_report([folder])
+    cnn = next(g for g in rep.groups if g.task == "cnn")
+    assert cnn.metric.startswith("MIXED")
+    assert any("different metrics" in n for n in cnn.notes)
+    assert png_size(folder / "curves.png") == (1200, 400)  # two panels side by side
+
+
+# ----------------------------------------------------------------------------- skipped files
+def test_bad_files_are_skipped_and_the_rest_summarised(tmp_path: Path, capsys):
+    folder = cnn_folder(tmp_path / "cnn_results")
+    full = json.dumps(record("cnn", "mnist", "baseline", 7, 5.0))
+    (folder / "mnist_cnn_baseline_7.json").write_text(full[: len(full) // 2])  # half-written
+    write_run(folder, record("cnn", "mnist", "emb", 8, 5.0, status="running"))
+    failed = record("cnn", "mnist", "emb", 9, 5.0, status="failed")
+    failed["error"] = "non-finite loss at step 12"
+    write_run(folder, failed)
+    write_run(folder, record("cnn", "mnist", "baseline", 10, 5.0, dry_run=True))
+    (folder / "notes.json").write_text('{"hello": 1}')
+    (folder / "mnist_cnn_emb_2_emb.npy").write_bytes(b"\x93NUMPY garbage")  # run 2's embedding is corrupt
+
+    assert rp.main([str(folder)]) == 0
+    out, err = capsys.readouterr()
+    for name in ("mnist_cnn_baseline_7.json", "mnist_cnn_emb_8.json", "mnist_cnn_emb_9.json",
+                 "mnist_cnn_baseline_10.json", "mnist_cnn_emb_2_emb.npy"):
+        assert f"{name} skipped" in err
+    assert "Traceback" not in err
+    assert "| baseline | 4 |" in out and "| LabelEmb | 3 |" in out  # the rest is still summarised
+    md = (folder / "report.md").read_text()
+    skipped = md.split("## Skipped files")[1]
+    assert "| mnist_cnn_baseline_7.json | unreadable or half-written JSON" in skipped
+    assert "| mnist_cnn_emb_8.json | status 'running', not complete |" in skipped
+    assert "non-finite loss at step 12" in skipped
+    assert "| mnist_cnn_baseline_10.json | dry run" in skipped
+    assert "| notes.json | not a labelemb-run/1 run record |" in skipped
+    assert "mnist_cnn_emb_2_emb.npy" in skipped
+    assert "mean over 2 emb run(s) (#0, #1)" in md  # the corrupt embedding is left out
+
+    # --include-dry-run counts the dry-run record.
+    (rep,) = rp.make_report([folder], include_dry_run=True)
+    assert len(rep.groups[0].stats[0].errors) == 5
+
+
+# ----------------------------------------------------------------------------- embeddings
+def test_nearest_classes_of_a_hand_made_embedding(tmp_path: Path):
+    E = np.eye(10) * 6.0
+    E[0, 3], E[0, 1], E[0, 7] = 4.0, 3.0, 2.0  # class 0: nearest 3, then 1, then 7
+    E[5, 9], E[5, 2], E[5, 8] = 1.0, 0.5, 0.25
+    S = rp.soft_targets(E)
+    assert np.allclose(S.sum(axis=1), 1.0)
+    near = rp.nearest_classes(S, DIGITS)
+    assert [c for c, _ in near[0][2]] == ["3", "1", "7"]
+    assert [c for c, _ in near[5][2]] == ["9", "2", "8"]
+    assert near[0][2][0][1] == pytest.approx(math.exp(4) / (math.exp(6) + math.exp(4) + math.exp(3) + math.exp(2) + 6))
+
+    folder = tmp_path / "r"
+    write_run(folder, record("cnn", "mnist", "baseline", 0, 1.0))
+    write_run(folder, record("cnn", "mnist", "emb", 0, 0.9), np.stack([np.eye(10), E]))  # the last epoch counts
+    write_run(folder, record("cnn", "mnist", "emb", 1, 0.8), np.stack([np.zeros((10, 10)), E]))
+    (rep,) = rp.make_report([folder])
+    assert np.allclose(rep.groups[0].mean_soft, S)
+    md = (folder / "report.md").read_text()
+    assert f"| 0 | {S[0, 0]:.3f} | 3 ({S[0, 3]:.3f}) | 1 ({S[0, 1]:.3f}) | 7 ({S[0, 7]:.3f}) |" in md
+    assert f"| 5 | {S[5, 5]:.3f} | 9 ({S[5, 9]:.3f}) | 2 ({S[5, 2]:.3f}) | 8 ({S[5, 8]:.3f}) |" in md
+
+
+def test_cifar100_heatmap_subset_classes_and_run(tmp_path: Path):
+    classes = [f"c{i}" for i in range(100)]
+    for k, name in enumerate(rp.PAPER_HEATMAP_CLASSES):
+        classes[3 + 5 * k] = name
+    folder = tmp_path / "100_results"
+    mats = []
+    for i in range(2):
+        E = np.random.default_rng(i).normal(size=(100, 100))
+        mats.append(rp.soft_targets(E))
+        write_run(folder, record("cifar100", "cifar100", "emb", i, 24.0 + i, classes=classes),
+                  np.stack([np.eye(100), E]))
+    write_run(folder, record("cifar100", "cifar100", "baseline", 0, 27.0, classes=classes))
+    (rep,) = rp.make_report([folder])
+    g = rep.groups[0]
+    assert g.heatmap_idx == [3 + 5 * k for k in range(15)]
+    assert np.allclose(g.heatmap, (mats[0] + mats[1]) / 2)
+    assert png_size(folder / "heatmap.png") == (800, 700)
+    md = (folder / "report.md").read_text()
+    assert "27.35 ± 0.40" in md and "23.97 ± 0.33" in md and "86.30" in md  # the paper's CIFAR-100 numbers
+    assert md.count("| c") >= 80  # every class listed with its nearest classes
+
+    (rep,) = rp.make_report([folder], run_num=1, classes=["c0", "Sweet Pepper", "c1"])
+    g = rep.groups[0]
+    assert g.heatmap_idx == [0, classes.index("sweet_pepper"), 1]
+    assert np.allclose(g.heatmap, mats[1]) and "emb run #1" in g.heatmap_what
+    assert np.allclose(g.mean_soft, (mats[0] + mats[1]) / 2)  # the listing still uses the mean
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys):
+    folder = cnn_folder(tmp_path / "cnn_results")
+    cases = [([str(tmp_path / "missing")], "does not exist"),
+             ([str(tmp_path)], "no run records"),  # a folder without records
+             ([str(folder), "--classes", "3,giraffe"], "unknown class name(s) giraffe"),
+             ([str(folder), "--run", "42"], "no complete emb run #42"),
+             ([str(folder), "--classes", ","], "at least one class name")]
+    for argv, msg in cases:
+        assert rp.main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert msg in err, (argv, err)
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (folder / "report.md").exists()  # bad input writes nothing
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        rp.main(["--help"])
+    assert e.value.code == 0
+    assert "default" in capsys.readouterr().out
+
+
+def test_cli_subprocess_two_groups(tmp_path: Path):
+    folder = cnn_folder(tmp_path / "results")
+    write_run(folder, record("mlp", "fashion-mnist", "baseline", 0, 11.0, classes=FASHION, metric="best_val"))
+    write_run(folder, record("mlp", "fashion-mnist", "emb", 0, 10.0, classes=FASHION, metric="best_val"),
+              identity_emb(10))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    p = subprocess.run([sys.executable, "-m", "labelemb.report", str(folder), "--classes", "Trouser,Bag,3"],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    # "3" is a digit class of cnn/mnist but not a Fashion-MNIST class: one line, exit 2, nothing written.
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "unknown class name(s) 3 for mlp on fashion-mnist" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "labelemb.report", str(folder)],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "## cnn on mnist (cnn)" in p.stdout and "## mlp on fashion-mnist (mlp)" in p.stdout
+    assert f"| baseline | 4 | {statistics.mean(BASE_ERR):.2f} ± {statistics.stdev(BASE_ERR):.2f} |" in p.stdout
+    assert png_size(folder / "curves.png") == (1200, 400)
+    assert png_size(folder / "heatmap_cnn_mnist.png") == (800, 700)
+    assert png_size(folder / "heatmap_mlp_fashion-mnist.png") == (800, 700)
+    assert not (folder / "heatmap.png").exists()
+    md = (folder / "report.md").read_text()
+    assert "![heatmap](heatmap_cnn_mnist.png)" in md and "![heatmap](heatmap_mlp_fashion-mnist.png)" in md
+    assert len(list(csv.DictReader((folder / "report.csv").open()))) == 5
+    assert not list(folder.glob(".*.tmp"))  # atomic writes leave no temporary files
