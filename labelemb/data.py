@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import shutil
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,11 +260,14 @@ def _download(root: Path, name: str) -> None:
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, _TORCHVISION[name])
+    existed = root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         cls(str(root), train=True, download=True)
         cls(str(root), train=False, download=True)
     except Exception as e:
+        if not existed and not any(p.is_file() for p in root.rglob("*")):
+            shutil.rmtree(root, ignore_errors=True)  # leave no empty folders behind a failed download
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{name} is not in {root} and downloading it failed ({first}); on a machine "
                         f"without network, copy the dataset there or pass --data FOLDER holding it") from None

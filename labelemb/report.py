@@ -28,7 +28,10 @@ Written into each folder (atomically), describing only that folder's records:
                  emb runs (or run ``--run NUM``), grey scale 0..1. When a folder holds emb runs
                  of more than one task/dataset group there is one heatmap per group, named
                  ``heatmap_<task>_<dataset>.png`` instead. Groups of more than 20 classes show a
-                 subset: the 15 CIFAR-100 labels of the paper's figure, or ``--classes``.
+                 subset: the 15 CIFAR-100 labels of the paper's figure. ``--classes a,b,c``
+                 picks the classes (case and '_' vs ' ' ignored): each group shows those of the
+                 names it has (a group with none keeps its default); a name that no group has
+                 is an error.
 
 The nearest-class listing always uses the mean soft-target matrix over the group's emb runs.
 The Markdown tables are also printed to stdout. Bad input (a missing folder, a folder without
@@ -101,6 +104,7 @@ class Run:
     curve: list[tuple[float, float]]  # (epoch, test error %)
     classes: list[str]
     config: dict
+    device: str = "unrecorded device"  # where it was timed
 
     @property
     def emb_path(self) -> Path:
@@ -128,9 +132,12 @@ def parse_run(path: Path, rec: dict) -> Run:
     classes = rec.get("classes")
     classes = [str(c) for c in classes] if isinstance(classes, list) else []
     config = rec.get("config") if isinstance(rec.get("config"), dict) else {}
+    env = rec.get("env") if isinstance(rec.get("env"), dict) else {}
+    device = " ".join(str(env[k]) for k in ("device", "device_name") if env.get(k)) or "unrecorded device"
     return Run(path=path, task=rec["task"], dataset=rec["dataset"], arch=str(rec.get("arch", "?")),
                mode=rec["mode"], num=num, error=float(rep["test_error_pct"]), metric=str(rep.get("metric", "?")),
-               time_per_epoch=float(tpe) if _number(tpe) else None, curve=curve, classes=classes, config=config)
+               time_per_epoch=float(tpe) if _number(tpe) else None, curve=curve, classes=classes, config=config,
+               device=device)
 
 
 def load_folder(folder: Path, include_dry_run: bool) -> tuple[list[Run], list[tuple[str, str]], int]:
@@ -325,7 +332,7 @@ def heatmap_classes(classes: list[str], wanted: list[str] | None) -> tuple[list[
     return list(range(n)), f"the first {n} of {len(classes)} classes (pick others with --classes){note}"
 
 
-def check_class_names(wanted: list[str], groups: list) -> None:
+def check_class_names(wanted: list[str], groups: list[Group]) -> None:
     """UserError naming the --classes names that no group with a heatmap has."""
     known = {_norm_name(c): c for g in groups if g.heatmap is not None for c in g.classes}
     bad = [w for w in wanted if _norm_name(w) not in known]
@@ -465,13 +472,18 @@ def group_table(g: Group) -> str:
     parts = [f"## {g.title}", "", f"Reported metric: **{g.metric}**, in %.", "", _md_table(header, rows), "",
              "Reduction = baseline mean − this mode's mean (positive: lower error than baseline), in "
              "percentage points; relative = as % of the baseline mean. std is the sample std (n − 1); "
-             "p is the two-sided Welch t-test of this mode's errors against baseline's."]
+             "p is the two-sided Welch t-test of this mode's errors against baseline's. "
+             "time/epoch: the records' training time per epoch (evaluation excluded), mean over runs, on "
+             + "; ".join(sorted({r.device for runs in g.by_mode.values() for r in runs})) + "."]
+    parts.append("")
     if paper_name:
-        parts.append(f"Paper columns: SPEC §3, {paper_name}, mean ± std over {PAPER_RUNS} runs.")
+        parts.append(f"Paper columns: SPEC §3, {paper_name}, mean ± std over {PAPER_RUNS} runs "
+                     "(times on the authors' hardware).")
     else:
         parts.append(f"The paper has no number for {g.task} on {g.dataset} (SPEC §3 reports CIFAR-100, "
                      "CIFAR-10 and the MNIST CNN only).")
-    parts += [f"- note: {n}" for n in g.notes]
+    if g.notes:
+        parts += [""] + [f"- note: {n}" for n in g.notes]
     return "\n".join(parts) + "\n"
 
 
@@ -689,11 +701,11 @@ def make_report(folders: list[str | Path], include_dry_run: bool = False, run_nu
     ``run_num``: heatmap of that emb run instead of the mean; ``wanted``: class names for the heatmap.
     """
     reports = [analyse_folder(Path(f), include_dry_run, run_num, wanted) for f in folders]
-    if wanted:
-        check_class_names(wanted, [g for r in reports for g in r.groups])
     if run_num is not None and not any(g.heatmap is not None for r in reports for g in r.groups):
         raise UserError(f"--run {run_num}: no complete emb run #{run_num} with an embedding in "
                         + ", ".join(str(f) for f in folders))
+    if wanted:
+        check_class_names(wanted, [g for r in reports for g in r.groups])
     for rep in reports:
         write_folder(rep)
     return reports
@@ -713,8 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=int, default=None, metavar="NUM",
                    help="heatmap of emb run NUM instead of the mean over emb runs (default: the mean)")
     p.add_argument("--classes", default=None, metavar="A,B,C",
-                   help="comma-separated class names for the heatmap (default: all classes up to "
-                        f"{MAX_HEATMAP_CLASSES}, else the paper's {len(PAPER_HEATMAP_CLASSES)} CIFAR-100 labels)")
+                   help="comma-separated class names for the heatmap(s); each group shows those it has "
+                        f"(default: all classes up to {MAX_HEATMAP_CLASSES}, else the paper's "
+                        f"{len(PAPER_HEATMAP_CLASSES)} CIFAR-100 labels)")
     return p
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -100,14 +101,23 @@ class RunFiles:
         self.lock = self.dir / f"{stem}.lock"
 
     def check_writable(self) -> None:
-        """Fail before training, not after hours of it, when results cannot be written."""
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.dir / f".{self.stem}.probe", b"ok")
-            os.unlink(self.dir / f".{self.stem}.probe")
-        except OSError as e:
-            raise UserError(f"cannot write results to {self.dir} ({e.strerror or e}); "
-                            "choose another folder with --results-dir") from None
+        """Fail before training, not after hours of it, when results cannot be written.
+
+        Creates nothing: the folder itself is made when the run takes its lock.
+        """
+        d = self.dir.absolute()
+        while not d.exists():
+            d = d.parent
+        problem = None
+        if not d.is_dir():
+            problem = f"{d} is a file, not a folder"
+        elif not os.access(d, os.W_OK | os.X_OK):
+            problem = f"{d} is not writable"
+        elif shutil.disk_usage(d).free < 64 * 2**20:
+            problem = f"the disk holding {d} is full (less than 64 MiB free)"
+        if problem:
+            raise UserError(f"cannot write results to {self.dir}: {problem}; choose another folder with "
+                            "--results-dir") from None
 
     def status(self) -> str | None:
         """'complete', 'running', 'failed', ... from the record, None if there is none."""
@@ -121,6 +131,7 @@ class RunFiles:
     # ------------------------------------------------------------------ lock
     def acquire_lock(self) -> None:
         """One process per run: O_EXCL lock file holding our pid; a dead owner's lock is cleared."""
+        self.dir.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
                 fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

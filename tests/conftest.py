@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the entry scripts' recipes are imported by the tests
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 

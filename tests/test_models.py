@@ -68,45 +68,56 @@ def test_hand_counts_agree_with_the_literals():
 
 
 # ----------------------------------------------------------------------------- one run per arch
-def _run(arch):
-    """Build the model, pick labels so head 2 is right on sample 0 and wrong on the others, run
-    forward(x), forward(x, y) and one backward of the emb-mode loss."""
+_CACHE: dict = {}
+
+
+def get_run(arch):
+    """Build the model with seed 0 and run it once: forward(x) (no grad, one sample), forward(x, y0)
+    and one backward of the emb-mode loss with labels y chosen so head 2 is right on sample 0 and
+    wrong on the others (so E gets a gradient). No optimiser step: the parameters stay as built."""
+    if arch in _CACHE:
+        return _CACHE[arch]
     n, c, s, _, b = ARCHS[arch]
     torch.manual_seed(0)
     model = build_model(arch, n, c, s)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(b, c, s, s, generator=g)
     with torch.no_grad():
-        h = model.backbone(x)
-        o2 = model.emb.head(h)
-        o1_only = model(x)
-    am = o2.argmax(1)
+        o1_only = model(x[:1])
+    y0 = torch.arange(b) % n
+    feats = []
+    hook = model.backbone.register_forward_hook(lambda mod, inp, out: feats.append(out.detach()))
+    o1, o2, e0 = model(x, y0)
+    hook.remove()
+    am = o2.detach().argmax(1)
     y = torch.where(torch.arange(b) == 0, am, (am + 1) % n)
-    o1, o2, e = model(x, y)
+    e = model.emb.weight[y]  # o2 does not depend on the labels: this is what forward(x, y) returns
     LabelEmbLoss()(o1, y, o2, e).backward()
-    return dict(model=model, x=x, y=y, h=h, o1_only=o1_only, o1=o1.detach(), o2=o2.detach(), e=e.detach())
+    _CACHE[arch] = r = dict(model=model, x=x, y0=y0, h=feats[0], o1_only=o1_only, o1=o1.detach(), o2=o2.detach(),
+                            e0=e0.detach())
+    return r
 
 
-_CACHE: dict = {}
+@pytest.fixture(scope="module", autouse=True)
+def _free_models():
+    yield
+    _CACHE.clear()
 
 
-@pytest.fixture(params=list(ARCHS), scope="module")
+@pytest.fixture(params=list(ARCHS))
 def run(request):
-    if request.param not in _CACHE:
-        _CACHE[request.param] = (request.param, _run(request.param))
-    yield _CACHE[request.param]
-    _CACHE.pop(request.param, None)  # free the wide ResNets once their tests are done
+    return request.param, get_run(request.param)
 
 
 def test_output_shapes(run):
     arch, r = run
     n, _, _, feat, b = ARCHS[arch]
-    assert r["o1_only"].shape == (b, n)
-    assert r["o1"].shape == (b, n) and r["o2"].shape == (b, n) and r["e"].shape == (b, n)
+    assert isinstance(r["o1_only"], torch.Tensor) and r["o1_only"].shape == (1, n)  # forward(x)
+    assert r["o1"].shape == (b, n) and r["o2"].shape == (b, n) and r["e0"].shape == (b, n)  # forward(x, y)
     assert r["h"].shape == (b, feat)
     assert isinstance(r["model"], LabelEmbNet) and r["model"].num_classes == n
-    # e is the embedding row of each label
-    torch.testing.assert_close(r["e"], r["model"].emb.weight.detach()[r["y"]])
+    # e is the embedding row of each label (E is the identity at start)
+    torch.testing.assert_close(r["e0"], torch.eye(n)[r["y0"]])
 
 
 def test_feature_dim(run):
@@ -127,7 +138,7 @@ def test_parameter_counts(run):
 
 def test_no_nans(run):
     _, r = run
-    for k in ("o1_only", "o1", "o2", "e", "h"):
+    for k in ("o1_only", "o1", "o2", "e0", "h"):
         assert torch.isfinite(r[k]).all(), k
 
 
@@ -138,20 +149,18 @@ def test_every_parameter_gets_a_nonzero_gradient_in_emb_mode(run):
     assert missing == []
 
 
-def test_embedding_is_identity_at_start():
-    for arch, (n, c, s, *_r) in ARCHS.items():
-        if arch == "resnet18":
-            continue  # same LabelEmbNet code; checked on the cheaper models (and in test_output_shapes)
-        torch.manual_seed(0)
-        assert torch.equal(build_model(arch, n, c, s).emb.weight.detach(), torch.eye(n))
+def test_embedding_is_identity_at_start(run):
+    arch, r = run
+    n = ARCHS[arch][0]
+    assert torch.equal(r["model"].emb.weight.detach(), torch.eye(n))
 
 
-def test_head1_output_equals_forward_without_labels():
-    torch.manual_seed(0)
-    m = build_model("cnn", 10, 1, 28)
-    x = torch.rand(3, 1, 28, 28)
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])  # no BatchNorm: forward is deterministic
+def test_head1_output_equals_forward_without_labels(arch):
+    r = get_run(arch)
     with torch.no_grad():
-        torch.testing.assert_close(m(x), m(x, torch.tensor([1, 2, 3]))[0])
+        torch.testing.assert_close(r["model"](r["x"]), r["model"](r["x"], r["y0"])[0])
+        torch.testing.assert_close(r["model"](r["x"][:1]), r["o1_only"])
 
 
 # ----------------------------------------------------------------------------- initialisation
@@ -171,8 +180,7 @@ def _check_trunc_normal(w, sigma, rel):
     ("cnn", ["conv1", "conv2", "fc"], 0.001),
 ])
 def test_tf_style_initialisation(arch, backbone_layers, head_std):
-    torch.manual_seed(0)
-    m = build_model(arch, 10, 1, 28)
+    m = get_run(arch)["model"]  # parameters as built with seed 0 (no optimiser step was taken)
     for name in backbone_layers:
         w = getattr(m.backbone, name).weight
         _check_trunc_normal(w, 0.1, rel=0.05 if w.numel() > 10000 else 0.12)
@@ -185,10 +193,9 @@ def test_tf_style_initialisation(arch, backbone_layers, head_std):
     assert torch.equal(m.emb.weight.detach(), torch.eye(10))
 
 
-def test_resnet_convs_have_no_bias(run):
-    arch, r = run
-    if not arch.startswith("resnet"):
-        pytest.skip("the MNIST models' convs have a bias (SPEC §2)")
+@pytest.mark.parametrize("arch", ["resnet18", "resnet8"])
+def test_resnet_convs_have_no_bias(arch):
+    r = get_run(arch)
     convs = [mod for mod in r["model"].modules() if isinstance(mod, nn.Conv2d)]
     # resnet18: stem + 8 blocks * 2 + 3 projections; resnet8: stem + 3 * 2 + 2 projections
     assert len(convs) == {"resnet18": 20, "resnet8": 9}[arch]
@@ -198,24 +205,29 @@ def test_resnet_convs_have_no_bias(run):
 
 
 def test_mnist_convs_have_bias_and_same_padding():
-    m = build_model("cnn", 10, 1, 28)
+    m = get_run("cnn")["model"]
     for cv, (i, o) in ((m.backbone.conv1, (1, 32)), (m.backbone.conv2, (32, 64))):
         assert (cv.in_channels, cv.out_channels, cv.kernel_size, cv.padding) == (i, o, (5, 5), (2, 2))
         assert cv.bias is not None
 
 
+def _params(model):
+    return {k: p.detach() for k, p in model.named_parameters()}
+
+
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet8"])
 def test_same_seed_same_weights(arch):
     n, c, s, *_ = ARCHS[arch]
-
-    def build(seed):
-        torch.manual_seed(seed)
-        return build_model(arch, n, c, s).state_dict()
-
-    a, b, other = build(3), build(3), build(4)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not all(torch.equal(a[k], other[k]) for k in a)
+    torch.manual_seed(0)
+    again = _params(build_model(arch, n, c, s))
+    first = _params(get_run(arch)["model"])  # also built right after torch.manual_seed(0)
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    if arch == "mlp":
+        torch.manual_seed(1)
+        other = _params(build_model(arch, n, c, s))
+        assert not torch.equal(first["backbone.fc1.weight"], other["backbone.fc1.weight"])
+        assert not torch.equal(first["head.weight"], other["head.weight"])
 
 
 def test_unknown_arch_raises():

@@ -1,0 +1,224 @@
+"""Bad input and protected files: one-line errors with exit code 2, nothing written or lost."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cifar10
+import mlp
+from conftest import make_cifar, make_mnist, run_script
+from labelemb.cli import main
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
+
+
+def _run(capsys, recipe, *argv) -> tuple[int, str]:
+    try:
+        code = main(recipe.RECIPE, list(argv))
+    except SystemExit as e:  # argparse
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return make_mnist(tmp_path / "mnist"), tmp_path / "results"
+
+
+BAD = [
+    (["--mode", "soft"], "invalid choice: 'soft'"),
+    (["--dataset", "cifar10"], "invalid choice: 'cifar10'"),
+    (["--tau", "0"], "--tau must be > 0"),
+    (["--tau", "-1"], "--tau must be > 0"),
+    (["--alpha", "0"], "--alpha must be in (0, 1]"),
+    (["--alpha", "1.5"], "--alpha must be in (0, 1]"),
+    (["--beta", "-0.1"], "--beta must be in [0, 1]"),
+    (["--beta", "2"], "--beta must be in [0, 1]"),
+    (["--lr", "0"], "--lr must be > 0"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--runs", "0"], "--runs must be >= 1"),
+    (["--epochs", "two"], "invalid int value: 'two'"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD)
+def test_bad_flag_one_line_exit_2_nothing_written(argv, message, tiny, capsys):
+    data, out = tiny
+    before = _snapshot(data.parent)
+    code, err = _run(capsys, mlp, "--data", str(data), "--val-size", "20", "--results-dir", str(out), *argv)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err and "error" in err
+    assert _snapshot(data.parent) == before and not out.exists()
+
+
+def test_cuda_without_cuda(tiny, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data, out = tiny
+    code, err = _run(capsys, mlp, "--data", str(data), "--device", "cuda", "--results-dir", str(out))
+    assert code == 2 and "no CUDA device" in err and not out.exists()
+
+
+def test_missing_dataset_without_network(tmp_path, capsys):
+    empty, out = tmp_path / "nothing_here", tmp_path / "results"
+    code, err = _run(capsys, mlp, "--data", str(empty), "--results-dir", str(out))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "mnist" in err and "--data" in err
+    assert not out.exists() and not empty.exists()
+
+
+def _corrupt_cases(tmp_path: Path):
+    """(recipe, data folder, text the message must contain) for wrong or truncated files."""
+    magic = make_mnist(tmp_path / "magic")
+    p = magic / "train-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(p.read_bytes())
+    p.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + raw[4:]))
+    yield mlp, magic, "train-labels-idx1-ubyte.gz has IDX magic number 0x00000803, expected 0x00000801"
+
+    trunc = make_mnist(tmp_path / "trunc")
+    p = trunc / "t10k-images-idx3-ubyte.gz"
+    p.write_bytes(gzip.compress(gzip.decompress(p.read_bytes())[:-100]))
+    yield mlp, trunc, "t10k-images-idx3-ubyte.gz holds"
+
+    badgz = make_mnist(tmp_path / "badgz")
+    p = badgz / "train-images-idx3-ubyte.gz"
+    p.write_bytes(p.read_bytes()[:50])
+    yield mlp, badgz, "cannot read"
+
+    keys = make_cifar(tmp_path / "keys", "cifar10", n_per_batch=4, n_test=4)
+    p = keys / "cifar-10-batches-py" / "data_batch_2"
+    p.write_bytes(pickle.dumps({b"images": b"", b"labels": []}))
+    yield cifar10, keys, "data_batch_2 lacks the key(s) data"
+
+    notpickle = make_cifar(tmp_path / "notpickle", "cifar10", n_per_batch=4, n_test=4)
+    (notpickle / "cifar-10-batches-py" / "test_batch").write_bytes(b"garbage" * 10)
+    yield cifar10, notpickle, "test_batch as a CIFAR python batch"
+
+
+def test_corrupt_dataset_files_named_in_one_line(tmp_path, capsys):
+    for recipe, data, needle in _corrupt_cases(tmp_path):
+        out = tmp_path / f"results_{data.name}"
+        code, err = _run(capsys, recipe, "--data", str(data), "--results-dir", str(out), "--val-size", "20")\
+            if recipe is mlp else _run(capsys, recipe, "--data", str(data), "--results-dir", str(out))
+        assert code == 2, err
+        assert len(err.splitlines()) == 1 and needle in err, err
+        assert not out.exists()
+
+
+def test_unwritable_results_folder(tiny, tmp_path, capsys):
+    data, _ = tiny
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, err = _run(capsys, mlp, "--data", str(data), "--results-dir", str(blocker / "sub"))
+    assert code == 2 and "cannot write results" in err and "--results-dir" in err
+    assert blocker.read_text() == "x"
+
+
+def test_error_is_one_line_without_traceback_from_the_shell(tmp_path):
+    r = run_script("cnn.py", "--alpha", "3", "--results-dir", str(tmp_path / "r"))
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "cnn.py: error: --alpha must be in (0, 1], got 3.0; the paper uses 0.9"
+
+
+# --------------------------------------------------------------------------- protected runs
+def _dry(data, out, *extra):
+    return ["--data", str(data), "--val-size", "20", "--results-dir", str(out), "--dry-run", "--quiet", *extra]
+
+
+def test_finished_run_is_protected(tiny, capsys):
+    data, out = tiny
+    assert _run(capsys, mlp, *_dry(data, out))[0] == 0
+    before = _snapshot(out)
+    code, err = _run(capsys, mlp, *_dry(data, out))
+    assert code == 2 and "already holds the finished run 0" in err and "--overwrite" in err
+    assert _snapshot(out) == before
+    assert _run(capsys, mlp, *_dry(data, out, "--overwrite"))[0] == 0
+
+
+def test_resume_without_checkpoint(tiny, capsys):
+    data, out = tiny
+    code, err = _run(capsys, mlp, *_dry(data, out, "--resume"))
+    assert code == 2 and "no checkpoint" in err and not out.exists()
+
+
+def test_resume_with_other_recipe_lists_keys(tiny, capsys):
+    data, out = tiny
+    args = ["--data", str(data), "--val-size", "20", "--results-dir", str(out), "--quiet", "--epochs", "2"]
+    assert _run(capsys, mlp, *args)[0] == 0
+    rec = out / "mnist_mlp_emb_0.json"
+    record = json.loads(rec.read_text())
+    record["status"] = "interrupted"  # pretend it stopped after epoch 2 of a longer run
+    rec.write_text(json.dumps(record))
+    before = _snapshot(out)
+    code, err = _run(capsys, mlp, *args, "--resume", "--beta", "0.3", "--batch-size", "50")
+    assert code == 2 and "different recipe" in err
+    assert "beta (checkpoint 0.5, now 0.3)" in err and "batch_size (checkpoint 100, now 50)" in err
+    assert _snapshot(out) == before
+
+
+def test_corrupt_checkpoint_offers_previous(tiny, capsys):
+    data, out = tiny
+    args = ["--data", str(data), "--val-size", "20", "--results-dir", str(out), "--quiet", "--epochs", "2"]
+    assert _run(capsys, mlp, *args)[0] == 0
+    ckpt = out / "mnist_mlp_emb_0.ckpt"
+    prev = out / "mnist_mlp_emb_0.ckpt.prev"
+    good = ckpt.read_bytes()
+    prev.write_bytes(good)
+    ckpt.write_bytes(good[: len(good) // 2])  # a write cut short
+    rec = out / "mnist_mlp_emb_0.json"
+    rec.write_text(rec.read_text().replace('"complete"', '"interrupted"'))
+    code, err = _run(capsys, mlp, *args, "--resume", "--epochs", "2")
+    assert code == 2 and "corrupt or truncated" in err and "--resume previous" in err
+    code, err = _run(capsys, mlp, *args, "--resume", "previous")
+    assert code == 0, err
+
+
+def test_unfinished_run_is_not_restarted_by_accident(tiny, capsys):
+    data, out = tiny
+    args = ["--data", str(data), "--val-size", "20", "--results-dir", str(out), "--quiet"]
+    assert _run(capsys, mlp, *args, "--epochs", "1")[0] == 0
+    rec = out / "mnist_mlp_emb_0.json"
+    rec.write_text(rec.read_text().replace('"complete"', '"interrupted"'))
+    code, err = _run(capsys, mlp, *args, "--epochs", "1")
+    assert code == 2 and "holds an unfinished run 0" in err and "--resume" in err
+
+
+def test_live_lock_refuses_stale_lock_is_cleared(tiny, capsys):
+    data, out = tiny
+    out.mkdir()
+    lock = out / "mnist_mlp_emb_0.lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{sleeper.pid}\n")
+        code, err = _run(capsys, mlp, *_dry(data, out))
+        assert code == 2 and f"already being trained by process {sleeper.pid}" in err
+        assert not (out / "mnist_mlp_emb_0.json").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the owner is dead now: its lock is stale and is cleared
+    code, err = _run(capsys, mlp, *_dry(data, out))
+    assert code == 0, err
+    assert not lock.exists() and (out / "mnist_mlp_emb_0.json").exists()
+
+
+def test_non_finite_loss_marks_record_failed(tmp_path, capsys):
+    data, out = make_mnist(tmp_path / "m", n_train=520), tmp_path / "r"
+    code, err = _run(capsys, mlp, "--data", str(data), "--val-size", "20", "--results-dir", str(out),
+                     "--quiet", "--epochs", "2", "--lr", "1e30")
+    assert code == 1 and "non-finite loss at step" in err and "epoch 1" in err
+    rec = json.loads((out / "mnist_mlp_emb_0.json").read_text())
+    assert rec["status"] == "failed" and "non-finite" in rec["error"]
+    assert not (out / "mnist_mlp_emb_0.ckpt").exists()  # no checkpoint of a diverged model
