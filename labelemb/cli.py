@@ -206,4 +206,9 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
     except RunFailed as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk or a folder that went away during the run
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"{prog}: error: cannot write{where}: {e.strerror or e}; free space or choose another "
+              "--results-dir, then continue with --resume", file=sys.stderr)
+        return 2
     return 0

@@ -711,17 +711,26 @@ def make_report(folders: list[str | Path], include_dry_run: bool = False, run_nu
     return reports
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None and on/off flags (their help says what the default does)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python3 -m labelemb.report", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = _Parser(prog="python3 -m labelemb.report", formatter_class=_Help,
                 description="Paper-style report over results folders: tables (printed, and written as "
                             "report.md / report.csv), curves.png and heatmap(s) in each folder.")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders, e.g. mlp_results cnn_results")
-    p.add_argument("--include-dry-run", action="store_true", help="count --dry-run records too (smoke checks)")
+    p.add_argument("--include-dry-run", action="store_true", help="count --dry-run records too (smoke checks; default: they are skipped)")
     p.add_argument("--run", type=int, default=None, metavar="NUM",
                    help="heatmap of emb run NUM instead of the mean over emb runs (default: the mean)")
     p.add_argument("--classes", default=None, metavar="A,B,C",

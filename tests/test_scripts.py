@@ -147,3 +147,24 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     b = json.loads((out / "mnist_mlp_emb_0.json").read_text())
     assert _comparable(a) == _comparable(b)
     assert np.array_equal(np.load(ref / "mnist_mlp_emb_0_emb.npy"), np.load(out / "mnist_mlp_emb_0_emb.npy"))
+
+
+def test_second_sigint_exits_at_once_leaving_valid_files(tmp_path):
+    data = make_mnist(tmp_path / "mnist", n_train=2020)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "mlp.py"), *_mlp_args(data, out, "--epochs", "50")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "mnist_mlp_emb_0.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    rec = json.loads((out / "mnist_mlp_emb_0.json").read_text())  # valid JSON, whatever its status
+    assert rec["status"] in ("running", "interrupted")
+    ckpt = out / "mnist_mlp_emb_0.ckpt"
+    if ckpt.exists():  # any checkpoint present is whole
+        import torch
+        assert "model" in torch.load(ckpt, weights_only=False)
