@@ -2,11 +2,21 @@
 
 The pieces to take into your own code are :class:`LabelEmbedding` (head 2 + the learnable
 n x n label embedding) and :class:`LabelEmbLoss`; see README.md for a ten-line example.
+Names are imported on first use, so tools that need no torch (the report) start fast.
 """
-from .embedding import BaselineLoss, LabelEmbedding, LabelEmbLoss
-from .errors import DataError, UserError
-from .models import LabelEmbNet, MnistCNN, MnistMLP, WideResNet, build_model, resnet8_wide, resnet18_wide
+import importlib
 
-__all__ = ["LabelEmbedding", "LabelEmbLoss", "BaselineLoss", "LabelEmbNet", "MnistMLP", "MnistCNN",
-           "WideResNet", "resnet18_wide", "resnet8_wide", "build_model", "UserError", "DataError"]
+_EXPORTS = {
+    "LabelEmbedding": "embedding", "LabelEmbLoss": "embedding", "BaselineLoss": "embedding",
+    "LabelEmbNet": "models", "MnistMLP": "models", "MnistCNN": "models", "WideResNet": "models",
+    "resnet18_wide": "models", "resnet8_wide": "models", "build_model": "models",
+    "UserError": "errors", "DataError": "errors",
+}
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from .train import MODES, Interrupted, RunFailed, StopFlag, run
 # Config keys a checkpoint must share with the command that resumes it.
 RECIPE_KEYS = ("task", "arch", "dataset", "mode", "tau", "alpha", "beta", "lr", "lr_decay_every",
                "lr_decay", "epochs", "batch_size", "test_batch_size", "evals_per_epoch", "drop_last",
-               "val_size", "seed", "dry_run", "reported")
+               "val_size", "seed", "dry_run", "reported", "amp")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="retrain a run whose record is already complete")
     a("--dry-run", action="store_true", help=f"a few steps of one epoch, for smoke tests")
     a("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    g = p.add_argument_group("opt-in speed (off by default: the defaults are the paper's fp32 recipe)")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward pass (loss in fp32)")
+    g.add_argument("--channels-last", action="store_true", help="channels-last memory format for conv nets")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first steps)")
     return p
 
 
@@ -112,7 +116,7 @@ def make_config(recipe: Recipe, args: argparse.Namespace, num: int) -> dict:
                val_size=getattr(args, "val_size", recipe.val_size), num=num,
                seed=(num if args.seed is None else args.seed + num - args.num),
                dry_run=args.dry_run, quiet=args.quiet, data=args.data, results_dir=args.results_dir,
-               device=args.device)
+               device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile)
     return cfg
 
 

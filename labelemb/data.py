@@ -12,6 +12,7 @@ import os
 import pickle
 import shutil
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,9 @@ class Dataset:
     mean: tuple[float, ...] | None = None  # per-channel normalisation, None = just scale to [0, 1]
     std: tuple[float, ...] | None = None
     augment: bool = False  # pad-4 random crop + horizontal flip on training batches
+    channels_last: bool = False  # hand batches to the model in channels-last memory format (--channels-last)
     _padded: torch.Tensor | None = field(default=None, repr=False)
+    _mean_std: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -66,16 +69,22 @@ class Dataset:
         """uint8 -> float in [0, 1], then (x - mean) / std where the recipe normalises."""
         x = x.float().div_(255)
         if self.mean is not None:
-            mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-            x = x.sub_(mean).div_(std)
+            if self._mean_std is None or self._mean_std[0].device != x.device:  # made once, not per batch
+                self._mean_std = tuple(torch.tensor(v, device=x.device).view(1, -1, 1, 1)
+                                       for v in (self.mean, self.std))
+            x = x.sub_(self._mean_std[0]).div_(self._mean_std[1])
         return x
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch as the model takes it: normalised, channels-last if asked for."""
+        x = self.normalise(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def train_batch(self, idx: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The training batch ``idx`` (indices on the data's device), augmented if the recipe says so."""
         if not self.augment:
-            return self.normalise(self.train_x[idx]), self.train_y[idx]
-        return self.normalise(random_crop_flip(self._padded_train(), idx, 4, gen)), self.train_y[idx]
+            return self.prepare(self.train_x[idx]), self.train_y[idx]
+        return self.prepare(random_crop_flip(self._padded_train(), idx, 4, gen)), self.train_y[idx]
 
     def _padded_train(self) -> torch.Tensor:
         # Zero-pad once (uint8, on the device): torchvision's RandomCrop(padding=4) pads with
@@ -112,7 +121,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Read an IDX file of unsigned bytes (gzipped if the name ends in .gz), fully validated."""
     try:
         raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"cannot read {path}: {e}; delete it and download the dataset again") from None
     expected = _IDX_MAGIC[ndim]
     if len(raw) < 4 + 4 * ndim:

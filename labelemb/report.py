@@ -662,8 +662,10 @@ class FolderReport:
 def analyse_folder(folder: Path, include_dry_run: bool, run_num: int | None,
                    wanted: list[str] | None) -> FolderReport:
     """Read and summarise one folder without writing anything; UserError for bad input."""
-    if not folder.is_dir():
+    if not folder.exists():
         raise UserError(f"results folder {folder} does not exist")
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; give results folders such as mlp_results")
     runs, skipped, candidates = load_folder(folder, include_dry_run)
     if candidates == 0:
         raise UserError(f"no run records (*.json of format {RECORD_FORMAT}) in {folder}")
@@ -707,7 +709,10 @@ def make_report(folders: list[str | Path], include_dry_run: bool = False, run_nu
     if wanted:
         check_class_names(wanted, [g for r in reports for g in r.groups])
     for rep in reports:
-        write_folder(rep)
+        try:
+            write_folder(rep)
+        except OSError as e:
+            raise UserError(f"cannot write the report into {rep.folder} ({e.strerror or e})") from None
     return reports
 
 

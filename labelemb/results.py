@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import UserError
 
@@ -68,7 +67,18 @@ def read_record(path: Path) -> dict:
     return rec
 
 
-def environment(device: torch.device) -> dict:
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device) -> dict:
+    import torch
     import torchvision
 
     env = {"python": platform.python_version(), "torch": torch.__version__,
@@ -78,7 +88,8 @@ def environment(device: torch.device) -> dict:
         env["device_name"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
     else:
-        env["device_name"] = platform.processor() or platform.machine()
+        env["device_name"] = _cpu_name()
+    env["cpu_count"] = os.cpu_count()
     return env
 
 
@@ -173,6 +184,8 @@ class RunFiles:
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, state: dict) -> None:
         """Keep the previous checkpoint as .prev, then move the new one in place."""
+        import torch
+
         buf = io.BytesIO()
         torch.save(state, buf)
         tmp_fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{self.ckpt.name}.", suffix=".tmp")
@@ -193,6 +206,8 @@ class RunFiles:
         if not path.exists():
             hint = "" if which == "previous" else " (start it without --resume)"
             raise UserError(f"no checkpoint {path} to resume from{hint}")
+        import torch
+
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
             if not isinstance(state, dict) or "model" not in state:

@@ -73,14 +73,21 @@ def make_criterion(cfg: dict) -> nn.Module:
     return BaselineLoss()
 
 
-def train_step(model: LabelEmbNet, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-               x: torch.Tensor, y: torch.Tensor, emb_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step; returns the (detached) loss and head-1 logits, without a host sync."""
+def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+               x: torch.Tensor, y: torch.Tensor, emb_mode: bool,
+               amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step; returns the (detached) loss and head-1 logits, without a host sync.
+
+    ``model`` is a :class:`LabelEmbNet` or a wrapper of one (torch.compile, DDP); with
+    ``amp_dtype`` the forward runs under autocast, the loss in fp32 (the criteria cast).
+    """
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        out = model(x, y) if emb_mode else model(x)
     if emb_mode:
-        o1, o2, e = model(x, y)
+        o1, o2, e = out
         loss = criterion(o1, y, o2, e)
     else:
-        o1 = model(x)
+        o1 = out
         loss = criterion(o1, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -89,15 +96,16 @@ def train_step(model: LabelEmbNet, criterion: nn.Module, optimizer: torch.optim.
 
 
 @torch.no_grad()
-def evaluate(model: LabelEmbNet, data: Dataset, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int) -> tuple[float, float]:
+def evaluate(model: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+             amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of head 1 on (x, y)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=y.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
     for i in range(0, len(y), batch_size):
-        o1 = model(data.normalise(x[i:i + batch_size])).float()
+        with torch.autocast(y.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            o1 = model(data.prepare(x[i:i + batch_size])).float()
         yb = y[i:i + batch_size]
         loss_sum += F.cross_entropy(o1, yb, reduction="sum").double()
         correct += (o1.argmax(dim=1) == yb).sum()
@@ -176,6 +184,14 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
                         image_size=data.train_x.shape[-1]).to(device)
     criterion = make_criterion(cfg)
     emb_mode = cfg["mode"] == "emb"
+    # Opt-in speed (the defaults are the paper's fp32 recipe).
+    amp_dtype = torch.bfloat16 if cfg.get("amp") else None
+    if cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+        data.channels_last = True
+    fwd = torch.compile(model) if cfg.get("compile") else model  # checkpoints use `model` itself
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the authors' CIFAR code
     # Adam over every parameter, E included (in baseline E and head 2 get no gradient, so Adam skips them).
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
     every = cfg["lr_decay_every"]
@@ -206,7 +222,8 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
     record = {"format": RECORD_FORMAT, "status": "running", "task": cfg["task"], "arch": cfg["arch"],
               "dataset": cfg["dataset"], "mode": cfg["mode"], "num": cfg["num"], "seed": cfg["seed"],
               "dry_run": cfg["dry_run"], "config": cfg, "env": environment(device), "classes": data.classes,
-              "steps_per_epoch": sched.steps, "curve": st["curve"], "epoch_seconds": st["epoch_seconds"]}
+              "steps_per_epoch": sched.steps, "curve": st["curve"], "epoch_seconds": st["epoch_seconds"],
+              "embedding_file": files.emb.name if emb_mode else None}
 
     def checkpoint() -> None:
         files.save_checkpoint({
@@ -239,7 +256,7 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
         row = {"epoch": round(epoch + st["step"] / sched.steps, 6), "step": epoch * sched.steps + st["step"],
                "train_acc": correct / st["seen"], "train_loss": loss_sum / st["seen"], "val_acc": None}
         for name, hx, hy in held_out:
-            a, loss = evaluate(model, data, hx, hy, cfg["test_batch_size"])
+            a, loss = evaluate(fwd, data, hx, hy, cfg["test_batch_size"], amp_dtype)
             row[f"{name}_acc"] = a
             if name == "test":
                 row.update(test_loss=loss, test_error_pct=100.0 * (1.0 - a))
@@ -272,7 +289,7 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
             perm = st["perm"].to(device)
             for s in range(st["step"], sched.steps):
                 x, y = data.train_batch(perm[s * bs:(s + 1) * bs], gens["aug"])
-                loss, o1 = train_step(model, criterion, optimizer, x, y, emb_mode)
+                loss, o1 = train_step(fwd, criterion, optimizer, x, y, emb_mode, amp_dtype)
                 # Metrics accumulate on the device and are read at evaluation points: no sync per step.
                 step_counter += 1
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step_counter, first_bad)

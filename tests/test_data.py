@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import inspect
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -231,10 +230,6 @@ def test_truncated_gzip(tmp_path):
     _assert_data_error_names(lambda: load_mnist(tmp_path, val_size=2, download=False), bad)
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "BUG (labelemb/data.py read_idx): a gzip whose deflate stream is corrupt raises zlib.error, which "
-    "read_idx does not catch (it catches OSError/EOFError/BadGzipFile only), so the user gets a traceback "
-    "instead of a DataError naming the file"))
 def test_corrupt_gzip_stream_is_a_data_error(tmp_path):
     write_marked_mnist(tmp_path, n_train=50, n_test=4)
     bad = tmp_path / "train-images-idx3-ubyte.gz"

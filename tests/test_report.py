@@ -306,6 +306,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys):
     folder = cnn_folder(tmp_path / "cnn_results")
     cases = [([str(tmp_path / "missing")], "does not exist"),
              ([str(tmp_path)], "no run records"),  # a folder without records
+             ([str(folder / "mnist_cnn_ls_0.json")], "is not a folder"),
              ([str(folder), "--classes", "3,giraffe"], "unknown class name(s) giraffe for --classes"),
              ([str(folder), "--run", "42"], "no complete emb run #42"),
              ([str(folder), "--classes", ","], "at least one class name")]
