@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .data import DATASETS, default_data_dir, load_dataset
+from .data import default_data_dir, load_dataset
 from .errors import UserError
 from .results import RunFiles, RunLocked
 from .train import MODES, Interrupted, RunFailed, StopFlag, run
@@ -73,7 +73,7 @@ def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
     a("--resume", nargs="?", const="last", choices=("last", "previous"), default=None,
       help="continue the run --num from its last checkpoint ('previous': the one before it)")
     a("--overwrite", action="store_true", help="retrain a run whose record is already complete")
-    a("--dry-run", action="store_true", help=f"a few steps of one epoch, for smoke tests")
+    a("--dry-run", action="store_true", help="a few steps of one epoch, for smoke tests")
     a("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     g = p.add_argument_group("opt-in speed (off by default: the defaults are the paper's fp32 recipe)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward pass (loss in fp32)")

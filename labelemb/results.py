@@ -213,7 +213,7 @@ class RunFiles:
             if not isinstance(state, dict) or "model" not in state:
                 raise ValueError("not a labelemb checkpoint")
         except Exception as e:
-            offer = (f"; resume from the one before it with --resume previous"
+            offer = ("; resume from the one before it with --resume previous"
                      if which == "last" and self.prev_ckpt.exists() else "")
             raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}){offer}") from None
         return state

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .data import Dataset
 from .embedding import BaselineLoss, LabelEmbLoss
 from .errors import UserError
-from .models import LabelEmbNet, build_model
+from .models import build_model
 from .results import RECORD_FORMAT, RunFiles, environment
 
 MODES = ("baseline", "emb")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_cifar, make_mnist, write_idx
+from conftest import write_idx
 from labelemb.data import load_cifar, load_dataset, load_mnist, random_crop_flip
 from labelemb.errors import DataError
 
