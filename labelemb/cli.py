@@ -14,6 +14,7 @@ import torch
 from .data import default_data_dir, load_dataset
 from .errors import UserError
 from .results import RunFiles, RunLocked
+from .distributed import Dist, from_env, setup, teardown
 from .train import MODES, Interrupted, RunFailed, StopFlag, run
 
 # Config keys a checkpoint must share with the command that resumes it.
@@ -79,6 +80,9 @@ def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
     g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward pass (loss in fp32)")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format for conv nets")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first steps)")
+    a("--per-rank-batch", action="store_true",
+      help="under torchrun, --batch-size is per process (global batch = it x processes); "
+           "by default it is the global batch, split across processes")
     return p
 
 
@@ -109,10 +113,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_config(recipe: Recipe, args: argparse.Namespace, num: int) -> dict:
+def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int = 1) -> dict:
+    """The resolved configuration of run ``num``: saved in its record and checkpoint."""
     cfg = {k: v for k, v in asdict(recipe).items() if k not in ("datasets", "results_dir")}
+    batch = args.batch_size * world if args.per_rank_batch else args.batch_size  # the global batch
     cfg.update(dataset=args.dataset, mode=args.mode, lr=args.lr, tau=args.tau, alpha=args.alpha,
-               beta=args.beta, epochs=1 if args.dry_run else args.epochs, batch_size=args.batch_size,
+               beta=args.beta, epochs=1 if args.dry_run else args.epochs, batch_size=batch, world_size=world,
                val_size=getattr(args, "val_size", recipe.val_size), num=num,
                seed=(num if args.seed is None else args.seed + num - args.num),
                dry_run=args.dry_run, quiet=args.quiet, data=args.data, results_dir=args.results_dir,
@@ -149,40 +155,54 @@ def plan(cfg: dict, files: RunFiles, args: argparse.Namespace, sweep: bool) -> s
     return "fresh"
 
 
-def train_one(cfg: dict, data, device, files: RunFiles, args, sweep: bool, stop: StopFlag) -> dict | None:
-    """One run under its lock: skipped, resumed from its checkpoint, or trained from scratch."""
-    files.acquire_lock()
+def train_one(cfg: dict, data, device, files: RunFiles, args, sweep: bool, stop: StopFlag,
+              dist: Dist = Dist()) -> dict | None:
+    """One run under its lock: skipped, resumed from its checkpoint, or trained from scratch.
+
+    Under torchrun every rank calls this and takes the same branch; the main rank holds the lock.
+    """
+    locked = None
+    if dist.main:
+        try:
+            files.acquire_lock()
+        except RunLocked as e:
+            locked = e
+    if dist.any(locked is not None):
+        raise locked or RunLocked(f"run {files.stem} is locked by another process")
     try:
-        what = plan(cfg, files, args, sweep)  # again, now that we hold the lock
+        what = plan(cfg, files, args, sweep)  # again, now that the lock is held
         if what == "skip":
-            print(f"{files.stem}: already {files.status()}, skipped")
+            if dist.main:
+                print(f"{files.stem}: already {files.status()}, skipped")
             return None
         state = None
         if what == "resume":
             state = files.load_checkpoint(args.resume or "last")
             check_resumable(cfg, state, files.ckpt)
-            if not args.quiet:
+            if not args.quiet and dist.main:
                 print(f"{files.stem}: resuming at epoch {state['epoch'] + 1}, step {state['step']}")
-        else:
+        elif dist.main:
             files.remove_checkpoints()
-        return run(cfg, data, device, files, resume=state, stop=stop)
+        return run(cfg, data, device, files, resume=state, stop=stop, dist=dist)
     finally:
-        files.release_lock()
+        if dist.main:
+            files.release_lock()
 
 
 def main(recipe: Recipe, argv: list[str] | None = None) -> int:
     args = build_parser(recipe).parse_args(argv)
     prog = f"{recipe.task}.py"
+    d = from_env()
+    say = print if d.main else (lambda *a, **k: None)  # under torchrun only rank 0 speaks
     try:
         validate(args)
-        device = resolve_device(args.device)
+        d, device = setup(d, resolve_device(args.device))
         if args.data is None:
             args.data = default_data_dir(args.dataset)
         sweep = args.runs is not None
         nums = range(args.num, args.num + (args.runs or 1))
-        arch = recipe.arch
-        runs = [(make_config(recipe, args, n), RunFiles(args.results_dir, f"{args.dataset}_{arch}_{args.mode}_{n}"))
-                for n in nums]
+        runs = [(make_config(recipe, args, n, d.world),
+                 RunFiles(args.results_dir, f"{args.dataset}_{recipe.arch}_{args.mode}_{n}")) for n in nums]
         runs[0][1].check_writable()
         if not sweep:
             plan(*runs[0], args, sweep)  # refuse before loading any data
@@ -190,29 +210,30 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
         with StopFlag() as stop:
             for cfg, files in runs:
                 try:
-                    record = train_one(cfg, data, device, files, args, sweep, stop)
+                    record = train_one(cfg, data, device, files, args, sweep, stop, d)
                 except RunLocked as e:
                     if not sweep:
                         raise
-                    print(f"{files.stem}: {e}; skipped")  # another process of the sweep has it
+                    say(f"{files.stem}: {e}; skipped")  # another process of the sweep has it
                     continue
                 if record is not None:
                     rep = record["reported"]
-                    print(f"{files.stem}: {rep['description']} {rep['test_error_pct']:.2f}% "
-                          f"-> {files.record}")
+                    say(f"{files.stem}: {rep['description']} {rep['test_error_pct']:.2f}% -> {files.record}")
     except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        say(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        print(f"{prog}: interrupted by {e}; checkpoint written. Continue with the same command and --resume"
-              + (" (a --runs sweep resumes by itself)" if args.runs else ""), file=sys.stderr)
+        say(f"{prog}: interrupted by {e}; checkpoint written. Continue with the same command and --resume"
+            + (" (a --runs sweep resumes by itself)" if args.runs else ""), file=sys.stderr)
         return 130
     except RunFailed as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        say(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a full disk or a folder that went away during the run
         where = f" ({e.filename})" if e.filename else ""
-        print(f"{prog}: error: cannot write{where}: {e.strerror or e}; free space or choose another "
-              "--results-dir, then continue with --resume", file=sys.stderr)
+        say(f"{prog}: error: cannot write{where}: {e.strerror or e}; free space or choose another "
+            "--results-dir, then continue with --resume", file=sys.stderr)
         return 2
+    finally:
+        teardown(d)
     return 0

@@ -80,11 +80,18 @@ class Dataset:
         x = self.normalise(x)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def train_batch(self, idx: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training batch ``idx`` (indices on the data's device), augmented if the recipe says so."""
+    def train_batch(self, idx: torch.Tensor, gen: torch.Generator | None,
+                    part: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training batch ``idx`` (indices on the data's device), augmented if the recipe says so.
+
+        ``part`` keeps only that slice of the batch (one rank's shard); the random crops and flips
+        are still drawn for the whole batch, so the shards of all ranks equal one process's batch.
+        """
+        part = part or slice(None)
         if not self.augment:
-            return self.prepare(self.train_x[idx]), self.train_y[idx]
-        return self.prepare(random_crop_flip(self._padded_train(), idx, 4, gen)), self.train_y[idx]
+            return self.prepare(self.train_x[idx[part]]), self.train_y[idx[part]]
+        x = random_crop_flip(self._padded_train(), idx, 4, gen, part)
+        return self.prepare(x), self.train_y[idx[part]]
 
     def _padded_train(self) -> torch.Tensor:
         # Zero-pad once (uint8, on the device): torchvision's RandomCrop(padding=4) pads with
@@ -95,10 +102,11 @@ class Dataset:
 
 
 def random_crop_flip(padded: torch.Tensor, idx: torch.Tensor, pad: int,
-                     gen: torch.Generator | None) -> torch.Tensor:
+                     gen: torch.Generator | None, part: slice | None = None) -> torch.Tensor:
     """Random (H x W) crops of the padded images ``padded[idx]``, each flipped with p = 1/2.
 
-    One gather for the whole batch: crop offsets and the flip become index arithmetic.
+    One gather for the whole batch: crop offsets and the flip become index arithmetic. The draws
+    are made for all of ``idx``; ``part`` then keeps a slice of the batch.
     """
     b = idx.numel()
     _, c, hp, wp = padded.shape
@@ -106,6 +114,8 @@ def random_crop_flip(padded: torch.Tensor, idx: torch.Tensor, pad: int,
     dev = padded.device
     offs = torch.randint(0, 2 * pad + 1, (2, b), device=dev, generator=gen)
     flip = torch.randint(0, 2, (b,), device=dev, generator=gen).bool()
+    if part is not None:
+        idx, offs, flip = idx[part], offs[:, part], flip[part]
     ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
     rows = offs[0, :, None] + ar_h  # b x h
     cols = offs[1, :, None] + torch.where(flip[:, None], (w - 1) - ar_w, ar_w)  # b x w

@@ -32,7 +32,8 @@ class LabelEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.eye(num_classes))
 
     def forward(self, features: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(features.detach()), self.weight[target]
+        # index_select, not weight[target]: the same rows, with a cheaper backward (index_add_)
+        return self.head(features.detach()), self.weight.index_select(0, target)
 
     @torch.no_grad()
     def soft_targets(self) -> torch.Tensor:
@@ -56,40 +57,51 @@ class _LabelEmbLossFn(torch.autograd.Function):
     than the arithmetic; here the forward computes the gradients as it goes and the backward
     only scales them. ``tests/test_embedding.py`` checks values and gradients against a
     literal autograd transcription of SPEC §1.
+
+    ``b`` divides the batch means and ``world`` multiplies the batch sums: (B, 1) for one process;
+    (global batch / world, world) under DDP, whose gradient average then equals the gradient of
+    the loss over the global batch. The mask count of L_emb_o2 is then summed over the ranks.
     """
 
     @staticmethod
-    def forward(ctx, o1, o2, e, target, tau: float, alpha: float, beta: float):
-        b = o1.shape[0]
-        onehot = F.one_hot(target, o1.shape[1]).to(o1.dtype)
+    def forward(ctx, o1, o2, e, target, tau: float, alpha: float, beta: float, b: float, world: int):
+        # Written for few tensor ops (each costs a few microseconds of dispatch on a CPU, far more
+        # than its arithmetic on B x n): one log_softmax and one exp for all four distributions,
+        # no F.one_hot (it checks the labels' range: extra ops, and a host sync on a GPU), Python
+        # scalars only where an op takes them natively or on 0-dim tensors.
+        logp = torch.stack((o1, o2, e, o2 / tau)).log_softmax(dim=2)
+        p1, p2, soft, q = logp.exp().unbind()  # q = softmax(o2 / tau)
+        logp1, logp2, log_soft, _ = logp.unbind()
+        y = target.view(-1, 1)
+        onehot = torch.zeros_like(o1).scatter_(1, y, 1.0)
         # head 1: beta*CE(onehot) + (1-beta)*CE(softmax(e)) is one CE against the mixed target
-        logp1 = o1.log_softmax(dim=1)
-        log_soft = e.log_softmax(dim=1)
-        soft = log_soft.exp()
         mixed = torch.lerp(soft, onehot, beta)
-        head1 = -(mixed * logp1).sum() / b
-        g_o1 = (logp1.exp() - mixed) / b
-        # head 2: L_o2_y (mean CE) + L_re (a *sum* over the batch, as the authors' code)
-        logp2 = o2.log_softmax(dim=1)
-        p2 = logp2.exp()
-        logp_y = logp2.gather(1, target[:, None])
-        p_y = logp_y.exp()
-        over = (p_y > alpha).to(o2.dtype)
-        l_head2 = -logp_y.sum() / b + ((p_y - alpha) * over).sum()
-        g_o2 = (p2 - onehot) / b + (over * p_y) * (onehot - p2)
-        # E: CE of softmax(o2 / tau) against e, only for samples head 2 classifies correctly
-        q = (o2 / tau).softmax(dim=1)
-        m = (o2.argmax(dim=1) == target).to(e.dtype)[:, None]
-        denom = m.sum() + 1e-8
-        l_emb = -(m * q * log_soft).sum() / denom
-        g_e = m * (soft - q) / denom
+        # head 2: L_re = sum relu(p_y - alpha) (a *sum* over the batch, as the authors' code)
+        p_y = p2.gather(1, y)
+        excess = (p_y - alpha).relu_()
+        # E: CE of q against e, only for samples head 2 classifies correctly (mask m)
+        m = (o2.argmax(dim=1, keepdim=True) == y).to(o1.dtype)
+        count = m.sum()
+        if world > 1:
+            torch.distributed.all_reduce(count)
+            m_scaled = m * (world / (count + 1e-8))
+        else:
+            m_scaled = m / count.add_(1e-8)
+        # the three CEs are sums of target * log-prob: L_o1 and L_o2_y over b, L_emb_o2 over the mask
+        ce = torch.addcmul(mixed * logp1, onehot, logp2).sum().div_(b) + (m_scaled * q * log_soft).sum()
+        loss = (excess.sum() if world == 1 else excess.sum() * world) - ce
+        # gradients: d CE(t, z) / dz = softmax(z) - t; L_re adds -world * [p_y > alpha] p_y (onehot - p2)
+        d2 = p2 - onehot
+        g_o1 = (p1 - mixed).div_(b)
+        g_o2 = torch.addcmul(d2 / b, d2, p_y * excess.sign_(), value=-world)  # sign: [p_y > alpha]
+        g_e = m_scaled * (soft - q)
         ctx.save_for_backward(g_o1, g_o2, g_e)
-        return head1 + l_head2 + l_emb
+        return loss
 
     @staticmethod
     def backward(ctx, grad):
         g_o1, g_o2, g_e = ctx.saved_tensors
-        return grad * g_o1, grad * g_o2, grad * g_e, None, None, None, None
+        return grad * g_o1, grad * g_o2, grad * g_e, None, None, None, None, None, None
 
 
 class LabelEmbLoss(nn.Module):
@@ -110,13 +122,27 @@ class LabelEmbLoss(nn.Module):
         return f"tau={self.tau}, alpha={self.alpha}, beta={self.beta}"
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor,
-                label_emb: torch.Tensor) -> torch.Tensor:
+                label_emb: torch.Tensor, global_batch: int | None = None) -> torch.Tensor:
+        """``global_batch``: under DDP, the batch of all ranks together (see _LabelEmbLossFn)."""
+        b, world = _reduction(logits.shape[0], global_batch)
         return _LabelEmbLossFn.apply(logits.float(), teacher_logits.float(), label_emb.float(), target,
-                                     self.tau, self.alpha, self.beta)
+                                     self.tau, self.alpha, self.beta, b, world)
 
 
 class BaselineLoss(nn.Module):
     """Mode ``baseline``: plain cross-entropy on head 1; head 2 and E are not used."""
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, *unused) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, *unused,
+                global_batch: int | None = None) -> torch.Tensor:
+        if global_batch is None:
+            return F.cross_entropy(logits.float(), target)
+        b, _ = _reduction(logits.shape[0], global_batch)
+        return F.cross_entropy(logits.float(), target, reduction="sum") / b
+
+
+def _reduction(local_batch: int, global_batch: int | None) -> tuple[float, int]:
+    """(divisor of batch means, multiplier of batch sums) on this process; see _LabelEmbLossFn."""
+    if global_batch is None:
+        return float(local_batch), 1
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return global_batch / world, world

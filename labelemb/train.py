@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import Dataset
+from .distributed import Dist
 from .embedding import BaselineLoss, LabelEmbLoss
 from .errors import UserError
 from .models import build_model
@@ -75,20 +76,23 @@ def make_criterion(cfg: dict) -> nn.Module:
 
 def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                x: torch.Tensor, y: torch.Tensor, emb_mode: bool,
-               amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               amp_dtype: torch.dtype | None = None,
+               global_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step; returns the (detached) loss and head-1 logits, without a host sync.
 
     ``model`` is a :class:`LabelEmbNet` or a wrapper of one (torch.compile, DDP); with
     ``amp_dtype`` the forward runs under autocast, the loss in fp32 (the criteria cast).
+    ``global_batch`` (under DDP) is the batch size of all ranks together, see the criteria.
     """
+    kw = {} if global_batch is None else {"global_batch": global_batch}
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         out = model(x, y) if emb_mode else model(x)
     if emb_mode:
         o1, o2, e = out
-        loss = criterion(o1, y, o2, e)
+        loss = criterion(o1, y, o2, e, **kw)
     else:
         o1 = out
-        loss = criterion(o1, y)
+        loss = criterion(o1, y, **kw)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -97,21 +101,22 @@ def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Op
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-             amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of head 1 on (x, y)."""
+             amp_dtype: torch.dtype | None = None, dist: Dist = Dist()) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of head 1 on (x, y); under DDP each rank takes a shard."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=y.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+    n = len(y)
+    x, y = x[dist.shard(n)], y[dist.shard(n)]
+    sums = torch.zeros(2, dtype=torch.float64, device=y.device)  # correct, loss
     for i in range(0, len(y), batch_size):
         with torch.autocast(y.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             o1 = model(data.prepare(x[i:i + batch_size])).float()
         yb = y[i:i + batch_size]
-        loss_sum += F.cross_entropy(o1, yb, reduction="sum").double()
-        correct += (o1.argmax(dim=1) == yb).sum()
+        sums[0] += (o1.argmax(dim=1) == yb).sum()
+        sums[1] += F.cross_entropy(o1, yb, reduction="sum").double()
     model.train(was_training)
-    n = max(len(y), 1)
-    return correct.item() / n, loss_sum.item() / n
+    correct, loss_sum = dist.sum_(sums).tolist()
+    return correct / max(n, 1), loss_sum / max(n, 1)
 
 
 # ----------------------------------------------------------------------------- a run
@@ -148,6 +153,18 @@ def reported_metric(curve: list[dict], how: str) -> dict:
             "epoch": row["epoch"], "step": row["step"]}
 
 
+STOP_CHECK_EVERY = 20  # under DDP, steps between agreeing on a stop request (a collective, so not every step)
+
+
+def stop_agreed(stop: StopFlag | None, dist: Dist, step: int, at_pause: bool) -> bool:
+    """Whether to stop after this step. One process: the flag. Under DDP all ranks must take the
+    same branch, so they agree (a sum over ranks) at pauses and every STOP_CHECK_EVERY steps."""
+    wanted = stop is not None and stop.requested is not None
+    if dist.active and not at_pause and step % STOP_CHECK_EVERY:
+        return False
+    return dist.any(wanted)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -173,11 +190,12 @@ def set_rng_states(states: dict, gens: dict[str, torch.Generator]) -> None:
 
 
 def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume: dict | None = None,
-        stop: StopFlag | None = None) -> dict:
+        stop: StopFlag | None = None, dist: Dist = Dist()) -> dict:
     """Train one run of ``cfg`` on ``data`` (already on ``device``); return its final record.
 
     ``resume`` is a checkpoint written by this function; the run then continues exactly where
-    the checkpoint left it (same batches, same augmentation, same curves on CPU).
+    the checkpoint left it (same batches, same augmentation, same curves on CPU). Under torchrun
+    (``dist``) every rank calls this; only the main rank writes files.
     """
     seed_everything(cfg["seed"])
     model = build_model(cfg["arch"], data.num_classes, in_channels=data.train_x.shape[1],
@@ -189,7 +207,13 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
     if cfg.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
         data.channels_last = True
-    fwd = torch.compile(model) if cfg.get("compile") else model  # checkpoints use `model` itself
+    net = model
+    if dist.active:  # baseline leaves head 2 and E out of the graph: tell DDP so
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=not emb_mode)
+    fwd = torch.compile(net) if cfg.get("compile") else net  # checkpoints use `model` itself
+    # Evaluation runs on a shard per rank without DDP (its forward would need every rank in step).
+    eval_fwd = model if dist.active else fwd
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the authors' CIFAR code
     # Adam over every parameter, E included (in baseline E and head 2 get no gradient, so Adam skips them).
@@ -217,7 +241,8 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
         scheduler.load_state_dict(resume["scheduler"])
         set_rng_states(resume["rng"], gens)
         st.update({k: resume[k] for k in st})
-        acc.copy_(resume["acc"])
+        if dist.main:  # the checkpoint holds the sums of all ranks: one rank carries them on
+            acc.copy_(resume["acc"])
 
     record = {"format": RECORD_FORMAT, "status": "running", "task": cfg["task"], "arch": cfg["arch"],
               "dataset": cfg["dataset"], "mode": cfg["mode"], "num": cfg["num"], "seed": cfg["seed"],
@@ -226,17 +251,20 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
               "embedding_file": files.emb.name if emb_mode else None}
 
     def checkpoint() -> None:
-        files.save_checkpoint({
-            "format": CKPT_FORMAT, "config": cfg, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": rng_states(gens), "acc": acc.cpu(), **st})
+        total = dist.sum_(acc.clone())  # every rank takes part; the main one writes
+        if dist.main:
+            files.save_checkpoint({
+                "format": CKPT_FORMAT, "config": cfg, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_states(gens), "acc": total.cpu(), **st})
 
     def finish_record(status: str, **extra) -> dict:
         secs = st["epoch_seconds"]
         record.update(status=status, time_per_epoch=float(np.mean(secs)) if secs else None,
                       train_seconds=st["train_seconds"], reported=reported_metric(st["curve"], cfg["reported"]),
                       **extra)
-        files.write_record(record)
+        if dist.main:
+            files.write_record(record)
         return record
 
     def pause_clock() -> None:
@@ -244,7 +272,7 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         st["train_seconds"] += time.perf_counter() - t0
-        bad = int(first_bad)
+        bad = int(dist.max_(first_bad.clone()))
         if bad >= 0:
             msg = (f"non-finite loss at step {bad} (epoch {(bad - 1) // sched.steps + 1}, step "
                    f"{(bad - 1) % sched.steps + 1} of it); stopped, the last good checkpoint is kept")
@@ -252,11 +280,11 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
             raise RunFailed(msg)
 
     def evaluation_point(epoch: int) -> None:
-        loss_sum, correct = acc.tolist()
+        loss_sum, correct = dist.sum_(acc.clone()).tolist()
         row = {"epoch": round(epoch + st["step"] / sched.steps, 6), "step": epoch * sched.steps + st["step"],
                "train_acc": correct / st["seen"], "train_loss": loss_sum / st["seen"], "val_acc": None}
         for name, hx, hy in held_out:
-            a, loss = evaluate(fwd, data, hx, hy, cfg["test_batch_size"], amp_dtype)
+            a, loss = evaluate(eval_fwd, data, hx, hy, cfg["test_batch_size"], amp_dtype, dist)
             row[f"{name}_acc"] = a
             if name == "test":
                 row.update(test_loss=loss, test_error_pct=100.0 * (1.0 - a))
@@ -265,7 +293,7 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
         acc.zero_()
         st["seen"] = 0
         bar.set_postfix_str(f"test err {row['test_error_pct']:.2f}%", refresh=False)
-        if not cfg["quiet"] and st["step"] == sched.steps:
+        if not cfg["quiet"] and dist.main and st["step"] == sched.steps:
             val = f" val acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
             bar.write(f"epoch {epoch + 1}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
                       f"acc {row['train_acc']:.4f}{val} test acc {row['test_acc']:.4f} "
@@ -273,7 +301,7 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
 
     model.train()
     done = st["epoch"] * sched.steps + st["step"]
-    bar = tqdm(total=cfg["epochs"] * sched.steps, initial=done, disable=cfg["quiet"], unit="step",
+    bar = tqdm(total=cfg["epochs"] * sched.steps, initial=done, disable=cfg["quiet"] or not dist.main, unit="step",
                dynamic_ncols=True, mininterval=1.0,
                desc=f"{cfg['dataset']} {cfg['arch']} {cfg['mode']} #{cfg['num']}")
     step_counter = torch.full((), done, dtype=torch.long, device=device)
@@ -288,16 +316,19 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
                 st["epoch_start_seconds"] = st["train_seconds"]
             perm = st["perm"].to(device)
             for s in range(st["step"], sched.steps):
-                x, y = data.train_batch(perm[s * bs:(s + 1) * bs], gens["aug"])
-                loss, o1 = train_step(fwd, criterion, optimizer, x, y, emb_mode, amp_dtype)
+                idx = perm[s * bs:(s + 1) * bs]  # the global batch; under DDP this rank takes a shard
+                x, y = data.train_batch(idx, gens["aug"], dist.shard(len(idx)) if dist.active else None)
+                loss, o1 = train_step(fwd, criterion, optimizer, x, y, emb_mode, amp_dtype,
+                                      len(idx) if dist.active else None)
                 # Metrics accumulate on the device and are read at evaluation points: no sync per step.
                 step_counter += 1
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step_counter, first_bad)
-                acc += torch.stack([loss.double() * len(y), (o1.argmax(1) == y).sum().double()])
-                st["seen"] += len(y)
+                # loss * len(idx) / world summed over ranks is the global batch's loss sum
+                acc += torch.stack([loss.double() * (len(idx) / dist.world), (o1.argmax(1) == y).sum().double()])
+                st["seen"] += len(idx)
                 st["step"] = s + 1
                 bar.update(1)
-                stopping = stop is not None and stop.requested is not None
+                stopping = stop_agreed(stop, dist, st["step"], st["step"] in sched.eval_at)
                 if st["step"] in sched.eval_at or stopping:
                     pause_clock()
                     if st["step"] in sched.eval_at:
@@ -314,11 +345,12 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
             st["epoch_seconds"].append(st["train_seconds"] - st["epoch_start_seconds"])
             if emb_mode:
                 st["embeddings"].append(model.emb.weight.detach().float().cpu().numpy().copy())
-                files.write_embedding(st["embeddings"])
+                if dist.main:
+                    files.write_embedding(st["embeddings"])
             st.update(epoch=epoch + 1, step=0, perm=None)
             checkpoint()
             if st["epoch"] < cfg["epochs"]:
-                if stop is not None and stop.requested:
+                if stop_agreed(stop, dist, 0, True):
                     finish_record("interrupted")
                     raise Interrupted(stop.requested)
                 finish_record("running")
@@ -326,6 +358,7 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
     finally:
         bar.close()
     record = finish_record("complete")
-    files.write_plot(record)
-    files.prev_ckpt.unlink(missing_ok=True)  # the last checkpoint (the trained model) is kept
+    if dist.main:
+        files.write_plot(record)
+        files.prev_ckpt.unlink(missing_ok=True)  # the last checkpoint (the trained model) is kept
     return record

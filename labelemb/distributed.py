@@ -1,0 +1,81 @@
+"""Several processes (torchrun): one run trained with DistributedDataParallel.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything here is a no-op and a
+run is one process. Each rank takes a contiguous shard of every global batch (the recipe's
+batch, same permutation and same augmentation draws on every rank), so the ranks together see
+exactly the batches one process would, and the losses are scaled so that DDP's gradient
+average equals the single-process gradient (see ``LabelEmbLoss.forward(global_batch=...)``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"  # where collectives' tensors live (NCCL needs CUDA tensors)
+
+    @property
+    def main(self) -> bool:
+        """Only the main process writes records, checkpoints and prints."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous part of n items (sizes differ by at most one)."""
+        base, extra = divmod(n, self.world)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (1 if self.rank < extra else 0))
+
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """In-place sum over ranks (a no-op for one process)."""
+        if self.active:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def any(self, flag: bool) -> bool:
+        """True if ``flag`` is true on any rank (every rank must call this)."""
+        if not self.active:
+            return flag
+        return bool(self.sum_(torch.tensor([float(flag)], device=self.device)).item())
+
+    def max_(self, t: torch.Tensor) -> torch.Tensor:
+        """In-place maximum over ranks (a no-op for one process)."""
+        if self.active:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t
+
+
+def from_env() -> Dist:
+    """The process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(d: Dist, device: torch.device) -> tuple[Dist, torch.device]:
+    """Join the process group (NCCL on CUDA, gloo on CPU); one GPU per local rank."""
+    if not d.active:
+        return d, device
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return replace(d, device=str(device)), device
+
+
+def teardown(d: Dist) -> None:
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,92 @@
+"""torchrun with 2 CPU processes (gloo): one run, one record, the same numbers as one process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, make_cifar, make_mnist, run_script
+
+
+def torchrun(script: str, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", str(ROOT / script), *args],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("mode", ["baseline", "emb"])
+def test_two_processes_match_one(mode, tmp_path):
+    # 203 training images in batches of 20: the last batch (3) is split 2/1, shards differ in size.
+    data = make_mnist(tmp_path / "mnist", n_train=223, n_test=60)
+    common = ["--data", str(data), "--val-size", "20", "--batch-size", "20", "--epochs", "2", "--quiet",
+              f"--mode={mode}"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = run_script("cnn.py", *common, "--results-dir", str(one))
+    assert r1.returncode == 0, r1.stderr
+    r2 = torchrun("cnn.py", *common, "--results-dir", str(two))
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    stem = f"mnist_cnn_{mode}_0"
+    # only rank 0 writes: exactly one record, one checkpoint
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert r2.stdout.count("final test error") == 1  # one process speaks
+    a = json.loads((one / f"{stem}.json").read_text())
+    b = json.loads((two / f"{stem}.json").read_text())
+    assert b["config"]["world_size"] == 2 and b["config"]["batch_size"] == 20
+    assert len(a["curve"]) == len(b["curve"])
+    # Same batches, same augmentation draws, loss scaled so DDP's average is the one-process gradient:
+    # only the order of floating-point sums differs (seen: relative 1e-7), so the curves agree closely.
+    for ra, rb in zip(a["curve"], b["curve"]):
+        assert ra["step"] == rb["step"]
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
+        assert rb["test_loss"] == pytest.approx(ra["test_loss"], rel=1e-5)
+        assert abs(rb["test_acc"] - ra["test_acc"]) <= 1 / 60 + 1e-9  # at most one test image flips
+        assert abs(rb["train_acc"] - ra["train_acc"]) <= 1 / 200 + 1e-9
+    if mode == "emb":
+        ea, eb = np.load(one / f"{stem}_emb.npy"), np.load(two / f"{stem}_emb.npy")
+        assert np.allclose(ea, eb, atol=1e-4)
+
+
+def test_resnet_dry_run_under_torchrun(tmp_path):
+    data = make_cifar(tmp_path / "c", "cifar10", n_per_batch=8, n_test=8)
+    for mode in ("baseline", "emb"):
+        out = tmp_path / mode
+        r = torchrun("cifar10.py", "--data", str(data), "--dry-run", "--batch-size", "4", "--quiet",
+                     f"--mode={mode}", "--results-dir", str(out))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert sorted(p.suffix for p in out.iterdir() if not p.name.endswith("_emb.npy")) == \
+            [".ckpt", ".csv", ".json", ".png"]
+
+
+def test_sigterm_and_resume_under_torchrun(tmp_path):
+    data = make_mnist(tmp_path / "mnist", n_train=1020)  # 100 steps of 10 per epoch
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    common = ["--data", str(data), "--val-size", "20", "--batch-size", "10", "--quiet", "--epochs", "3"]
+    r = torchrun("mlp.py", *common, "--results-dir", str(ref))
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(ROOT / "mlp.py"), *common, "--results-dir", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = out / "mnist_mlp_emb_0.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both workers
+    proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert json.loads((out / "mnist_mlp_emb_0.json").read_text())["status"] == "interrupted"
+
+    r = torchrun("mlp.py", *common, "--results-dir", str(out), "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = json.loads((ref / "mnist_mlp_emb_0.json").read_text())
+    b = json.loads((out / "mnist_mlp_emb_0.json").read_text())
+    strip = lambda c: [{k: v for k, v in row.items() if k != "train_seconds"} for row in c]  # noqa: E731
+    assert b["status"] == "complete" and strip(a["curve"]) == strip(b["curve"])
