@@ -3,7 +3,7 @@ import sys
 
 from labelemb.cli import Recipe, main
 
-RECIPE = Recipe(task="cifar100", arch="resnet18", datasets=("cifar100",), results_dir="100_results",
+RECIPE = Recipe(task="cifar100", arch="resnet18", datasets=("cifar100", "imagefolder"), results_dir="100_results",
                 epochs=100, batch_size=128, test_batch_size=100, lr_decay_every=40, lr_decay=0.2)
 
 if __name__ == "__main__":

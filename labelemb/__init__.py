@@ -11,6 +11,8 @@ _EXPORTS = {
     "LabelEmbNet": "models", "MnistMLP": "models", "MnistCNN": "models", "WideResNet": "models",
     "resnet18_wide": "models", "resnet8_wide": "models", "build_model": "models",
     "UserError": "errors", "DataError": "errors",
+    "CompressedLabelEmbedding": "embedding", "LabelSmoothingLoss": "smoothing",
+    "OnlineLabelSmoothingLoss": "smoothing", "SoftTargetLoss": "smoothing", "load_imagefolder": "imagefolder",
 }
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ Errors the user can fix print one line and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict, dataclass
 
@@ -15,12 +16,16 @@ from .data import default_data_dir, load_dataset
 from .errors import UserError
 from .results import RunFiles, RunLocked
 from .distributed import Dist, from_env, setup, teardown
-from .train import MODES, Interrupted, RunFailed, StopFlag, run
+from .train import MODES, Interrupted, RunFailed, StopFlag, load_init_emb, run
 
 # Config keys a checkpoint must share with the command that resumes it.
 RECIPE_KEYS = ("task", "arch", "dataset", "mode", "tau", "alpha", "beta", "lr", "lr_decay_every",
                "lr_decay", "epochs", "batch_size", "test_batch_size", "evals_per_epoch", "drop_last",
-               "val_size", "seed", "dry_run", "reported", "amp")
+               "val_size", "seed", "dry_run", "reported", "amp",
+               "emb_dim", "init_emb", "freeze_emb", "smoothing", "resize")
+# Keys added after checkpoints were first written: the value an older checkpoint implies.
+ADDED_KEY_DEFAULTS = {"emb_dim": 0, "init_emb": None, "freeze_emb": False, "smoothing": None, "resize": False}
+DEFAULT_SMOOTHING = 0.1
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ class Recipe:
     reported: str = "final"  # "final" test error, or test error at the "best_val" point
 
 
+class _Unset(float):
+    """A flag's default value, told apart from the same value given on the command line."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse's default prints the usage too)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -53,10 +62,16 @@ def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
                 description=f"Train {recipe.arch} on {recipe.datasets[0]} with or without LabelEmb "
                             f"(Sun et al. 2017); defaults are the paper's recipe.")
     a = p.add_argument
-    a("--mode", choices=MODES, default="emb", help="baseline: cross-entropy only; emb: LabelEmb")
-    a("--dataset", choices=recipe.datasets, default=recipe.datasets[0], help="dataset")
+    a("--mode", choices=MODES, default="emb", help="baseline: cross-entropy only; emb: LabelEmb; "
+      "ls: label smoothing (--smoothing); ols: online label smoothing (Zhang et al. 2021)")
+    a("--dataset", choices=recipe.datasets, default=recipe.datasets[0],
+      help="dataset" + ("; imagefolder: your own images, --data DIR holding train/<class>/ and test/<class>/"
+                        if "imagefolder" in recipe.datasets else ""))
     a("--data", default=None, help="dataset folder (default: ./data; for fashion-mnist the Debian "
                                    "package's folder when installed)")
+    if "imagefolder" in recipe.datasets:
+        a("--resize", action="store_true", help="--dataset imagefolder: scale every image to 32x32 when "
+                                                "decoding (aspect ratio not kept); otherwise they must be 32x32")
     a("--lr", type=float, default=recipe.lr, help="Adam learning rate")
     a("--tau", type=float, default=2.0, help="temperature of head 2's soft targets for E")
     a("--alpha", type=float, default=0.9, help="margin of the L_re term")
@@ -83,6 +98,18 @@ def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
     a("--per-rank-batch", action="store_true",
       help="under torchrun, --batch-size is per process (global batch = it x processes); "
            "by default it is the global batch, split across processes")
+    b = p.add_argument_group("beyond the paper (opt-in; the defaults are the paper's recipe)")
+    b.add_argument("--emb-dim", type=int, default=0, metavar="H",
+                   help="--mode emb: compressed label embedding E[y] = relu(Linear(H -> n)(Embedding(n, H)[y])), "
+                        "memory O(n*H) for many classes; 0 = the paper's full n x n matrix")
+    b.add_argument("--init-emb", default=None, metavar="PATH",
+                   help="--mode emb: start E from this .npy (an n x n matrix, or the <stem>_emb.npy of an earlier "
+                        "emb run, whose last epoch is taken); None = the identity")
+    b.add_argument("--freeze-emb", action="store_true",
+                   help="--mode emb: keep E fixed; the loss is beta*CE(y, o1) + (1-beta)*CE(softmax(E[y]), o1), "
+                        "head 2 unused")
+    b.add_argument("--smoothing", type=float, default=_Unset(DEFAULT_SMOOTHING), metavar="EPS",
+                   help="--mode ls: label-smoothing epsilon, in [0, 1)")
     return p
 
 
@@ -97,10 +124,28 @@ def validate(args: argparse.Namespace) -> None:
         (args.runs is None or args.runs >= 1, f"--runs must be >= 1, got {args.runs}"),
         (args.num >= 0, f"--num must be >= 0, got {args.num}"),
         (getattr(args, "val_size", 0) >= 0, f"--val-size must be >= 0, got {getattr(args, 'val_size', 0)}"),
+        (args.emb_dim >= 0, f"--emb-dim must be >= 1 (or 0 for the full n x n matrix), got {args.emb_dim}"),
+        (0 <= args.smoothing < 1, f"--smoothing must be in [0, 1), got {args.smoothing}; 0.1 is usual"),
     ]
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    for flag, given in (("--emb-dim", args.emb_dim > 0), ("--init-emb", args.init_emb is not None),
+                        ("--freeze-emb", args.freeze_emb)):
+        if given and args.mode != "emb":
+            raise UserError(f"{flag} applies to --mode emb only (got --mode {args.mode})")
+    if args.emb_dim > 0 and (args.init_emb is not None or args.freeze_emb):
+        raise UserError(f"{'--init-emb' if args.init_emb is not None else '--freeze-emb'} works on the full "
+                        "n x n matrix; it cannot be combined with --emb-dim")
+    if args.init_emb is not None and not os.path.isfile(args.init_emb):
+        raise UserError(f"--init-emb {args.init_emb}: no such file; pass the _emb.npy of an earlier emb run")
+    if not isinstance(args.smoothing, _Unset) and args.mode != "ls":
+        raise UserError(f"--smoothing applies to --mode ls only (got --mode {args.mode})")
+    if getattr(args, "resize", False) and args.dataset != "imagefolder":
+        raise UserError(f"--resize applies to --dataset imagefolder only (got --dataset {args.dataset})")
+    if args.dataset == "imagefolder" and args.data is None:
+        raise UserError("--dataset imagefolder needs --data DIR holding train/ and test/, each with one "
+                        "sub-folder of images per class")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
     if args.resume and args.runs is not None:
@@ -122,15 +167,19 @@ def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int =
                val_size=getattr(args, "val_size", recipe.val_size), num=num,
                seed=(num if args.seed is None else args.seed + num - args.num),
                dry_run=args.dry_run, quiet=args.quiet, data=args.data, results_dir=args.results_dir,
-               device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile)
+               device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+               emb_dim=args.emb_dim, init_emb=os.path.abspath(args.init_emb) if args.init_emb else None,
+               freeze_emb=args.freeze_emb, smoothing=float(args.smoothing) if args.mode == "ls" else None,
+               resize=getattr(args, "resize", False))
     return cfg
 
 
 def check_resumable(cfg: dict, state: dict, path) -> None:
     old = state.get("config", {})
-    diff = [k for k in RECIPE_KEYS if old.get(k) != cfg.get(k)]
+    old = {k: old.get(k, ADDED_KEY_DEFAULTS.get(k)) for k in RECIPE_KEYS}
+    diff = [k for k in RECIPE_KEYS if old[k] != cfg.get(k)]
     if diff:
-        shown = ", ".join(f"{k} (checkpoint {old.get(k)!r}, now {cfg.get(k)!r})" for k in diff)
+        shown = ", ".join(f"{k} (checkpoint {old[k]!r}, now {cfg.get(k)!r})" for k in diff)
         raise UserError(f"checkpoint {path} is of a different recipe: {shown}; "
                         "rerun with the checkpoint's settings, or without --resume to start anew")
 
@@ -206,7 +255,10 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
         runs[0][1].check_writable()
         if not sweep:
             plan(*runs[0], args, sweep)  # refuse before loading any data
-        data = load_dataset(args.dataset, args.data, val_size=getattr(args, "val_size", 0)).to(device)
+        data = load_dataset(args.dataset, args.data, val_size=getattr(args, "val_size", 0),
+                            resize=getattr(args, "resize", False)).to(device)
+        if args.init_emb is not None:
+            load_init_emb(args.init_emb, data.num_classes)  # its shape is checked before any training
         with StopFlag() as stop:
             for cfg, files in runs:
                 try:

@@ -299,9 +299,15 @@ def default_data_dir(name: str) -> str:
     return "./data"
 
 
-def load_dataset(name: str, root: str | os.PathLike, val_size: int = 5000, download: bool = True) -> Dataset:
+def load_dataset(name: str, root: str | os.PathLike, val_size: int = 5000, download: bool = True,
+                 resize: bool = False) -> Dataset:
+    """``resize`` applies to ``imagefolder`` only (scale every image to 32x32 when decoding)."""
     if name in ("mnist", "fashion-mnist"):
         return load_mnist(root, name, val_size=val_size, download=download)
     if name in _CIFAR:
         return load_cifar(root, name, download=download)
-    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == "imagefolder":
+        from .imagefolder import load_imagefolder
+
+        return load_imagefolder(root, resize=resize)
+    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, imagefolder")

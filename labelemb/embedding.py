@@ -41,6 +41,39 @@ class LabelEmbedding(nn.Module):
         return self.weight.float().softmax(dim=1)
 
 
+class CompressedLabelEmbedding(nn.Module):
+    """Head 2 and a *compressed* label embedding for many labels (``--emb-dim h``):
+    ``E[y] = relu(proj(code[y]))`` with ``code`` an n x h table and ``proj`` a Linear(h -> n),
+    so the embedding holds n*h + h*n + n parameters instead of n*n.
+
+    A drop-in for :class:`LabelEmbedding`: ``forward(features, target)`` returns ``(o2, E[target])``
+    and LabelEmbLoss routes gradients the same way (E's parameters learn from L_emb_o2 only).
+    Initialisation: PyTorch's defaults (an h < n code cannot start at the identity).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, dim: int):
+        super().__init__()
+        if in_features < 1 or num_classes < 2 or dim < 1:
+            raise ValueError(f"need in_features >= 1, num_classes >= 2 and dim >= 1, "
+                             f"got {in_features}, {num_classes}, {dim}")
+        self.head = nn.Linear(in_features, num_classes)
+        self.code = nn.Embedding(num_classes, dim)
+        self.proj = nn.Linear(dim, num_classes)
+
+    def forward(self, features: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(features.detach()), F.relu(self.proj(self.code(target)))
+
+    @torch.no_grad()
+    def matrix(self) -> torch.Tensor:
+        """The n x n matrix of all rows E[y] (n*n memory: for inspection of small label sets)."""
+        return F.relu(self.proj(self.code.weight)).float()
+
+    @torch.no_grad()
+    def soft_targets(self) -> torch.Tensor:
+        """softmax(E): row y is the soft distribution label y is trained towards."""
+        return self.matrix().softmax(dim=1)
+
+
 def _check_hparams(tau: float, alpha: float, beta: float) -> None:
     if not tau > 0:
         raise ValueError(f"tau must be > 0 (the paper uses 2), got {tau}")

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .embedding import LabelEmbedding
+from .embedding import CompressedLabelEmbedding, LabelEmbedding
 
 
 def trunc_normal_tf_(tensor: torch.Tensor, std: float) -> torch.Tensor:
@@ -127,14 +127,20 @@ class LabelEmbNet(nn.Module):
     ``forward(x)`` returns the head-1 logits, which is all evaluation needs;
     ``forward(x, target)`` also returns head 2's logits and the embedding rows E[target].
     Both heads and E exist in either mode so the parameter set does not depend on it.
+    ``emb_dim`` (> 0) replaces the n x n matrix by a
+    :class:`~labelemb.embedding.CompressedLabelEmbedding` of width ``emb_dim``.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, head_std: float | None = None):
+    def __init__(self, backbone: nn.Module, num_classes: int, head_std: float | None = None,
+                 emb_dim: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
         self.head = nn.Linear(backbone.feature_dim, num_classes)
-        self.emb = LabelEmbedding(backbone.feature_dim, num_classes)
+        if emb_dim:
+            self.emb = CompressedLabelEmbedding(backbone.feature_dim, num_classes, emb_dim)
+        else:
+            self.emb = LabelEmbedding(backbone.feature_dim, num_classes)
         if head_std is not None:  # TF-style recipes initialise both heads from a narrow normal
             _init_tf_(self.head, head_std)
             _init_tf_(self.emb.head, head_std)
@@ -151,18 +157,24 @@ class LabelEmbNet(nn.Module):
 ARCHS = ("mlp", "cnn", "resnet18", "resnet8")
 
 
-def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 28) -> LabelEmbNet:
-    """The recipe's network, initialised as the authors' code did (SPEC §2)."""
+def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 28,
+                emb_dim: int | None = None) -> LabelEmbNet:
+    """The recipe's network, initialised as the authors' code did (SPEC §2).
+
+    ``emb_dim`` (opt-in, ``--emb-dim``): a compressed label embedding of that width instead of
+    the n x n matrix (its parameters are drawn from the same RNG stream, so the heads' initial
+    weights then differ from a full-matrix model of the same seed).
+    """
     if arch == "mlp":
         backbone = MnistMLP(in_features=image_size * image_size * in_channels)
         _init_tf_(backbone, 0.1)
-        return LabelEmbNet(backbone, num_classes, head_std=0.01)
+        return LabelEmbNet(backbone, num_classes, head_std=0.01, emb_dim=emb_dim)
     if arch == "cnn":
         backbone = MnistCNN()
         _init_tf_(backbone, 0.1)
-        return LabelEmbNet(backbone, num_classes, head_std=0.001)
+        return LabelEmbNet(backbone, num_classes, head_std=0.001, emb_dim=emb_dim)
     if arch == "resnet18":
-        return LabelEmbNet(resnet18_wide(in_channels), num_classes)
+        return LabelEmbNet(resnet18_wide(in_channels), num_classes, emb_dim=emb_dim)
     if arch == "resnet8":
-        return LabelEmbNet(resnet8_wide(in_channels), num_classes)
+        return LabelEmbNet(resnet8_wide(in_channels), num_classes, emb_dim=emb_dim)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")

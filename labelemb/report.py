@@ -85,6 +85,9 @@ DPI = 100
 SHARED_KEYS = ("arch", "lr", "lr_decay_every", "lr_decay", "epochs", "batch_size", "evals_per_epoch",
                "drop_last", "val_size", "reported")
 EMB_KEYS = ("tau", "alpha", "beta")
+# Opt-in options beyond the paper: runs of one mode should agree on them. A record written before
+# an option existed has its default.
+VARIANT_KEYS = {"emb_dim": 0, "init_emb": None, "freeze_emb": False, "smoothing": None, "resize": False}
 
 
 # ----------------------------------------------------------------------------- records
@@ -387,6 +390,11 @@ def config_notes(by_mode: dict[str, list[Run]]) -> list[str]:
             values = sorted({json.dumps(r.config.get(k)) for r in runs})
             if len(values) > 1:
                 notes.append(f"runs differ in config {k!r}: {', '.join(values)}")
+    for mode, runs in by_mode.items():
+        for k, default in VARIANT_KEYS.items():
+            values = sorted({json.dumps(r.config.get(k, default)) for r in runs})
+            if len(values) > 1:
+                notes.append(f"{mode} runs differ in config {k!r}: {', '.join(values)}")
     return notes
 
 

@@ -20,15 +20,18 @@ from tqdm.auto import tqdm
 
 from .data import Dataset
 from .distributed import Dist
-from .embedding import BaselineLoss, LabelEmbLoss
+from .embedding import BaselineLoss, CompressedLabelEmbedding, LabelEmbLoss
 from .errors import UserError
 from .models import build_model
 from .results import RECORD_FORMAT, RunFiles, environment
+from .smoothing import LabelSmoothingLoss, OnlineLabelSmoothingLoss, SoftTargetLoss
 
-MODES = ("baseline", "emb")
+# baseline and emb are the paper's; ls (label smoothing) and ols (online label smoothing) are rivals
+MODES = ("baseline", "emb", "ls", "ols")
 CKPT_FORMAT = "labelemb-ckpt/1"
 DRY_RUN_STEPS = 3  # --dry-run: this many training steps of one epoch ...
 DRY_RUN_EVAL = 500  # ... evaluated on at most this many samples per held-out set
+SNAPSHOT_MAX_CLASSES = 1000  # --emb-dim: per-epoch n x n snapshots of E only up to this many classes
 
 
 class RunFailed(Exception):
@@ -68,10 +71,56 @@ class StopFlag:
 
 
 # ----------------------------------------------------------------------------- one step
-def make_criterion(cfg: dict) -> nn.Module:
-    if cfg["mode"] == "emb":
+def make_criterion(cfg: dict, model: nn.Module | None = None) -> nn.Module:
+    """The loss of ``cfg["mode"]``; ``model`` (a LabelEmbNet) is needed by ``ols`` (its class
+    count) and by ``--freeze-emb`` (the fixed E, read when the criterion is made)."""
+    mode = cfg["mode"]
+    if mode == "emb" and cfg.get("freeze_emb"):
+        # E fixed: beta*CE(y, o1) + (1-beta)*CE(softmax(E[y]), o1), constant soft targets, head 2 unused
+        return SoftTargetLoss(model.emb.soft_targets(), hard_weight=cfg["beta"])
+    if mode == "emb":
         return LabelEmbLoss(tau=cfg["tau"], alpha=cfg["alpha"], beta=cfg["beta"])
+    if mode == "ls":
+        return LabelSmoothingLoss(cfg["smoothing"])
+    if mode == "ols":
+        return OnlineLabelSmoothingLoss(model.num_classes, hard_weight=0.5)
     return BaselineLoss()
+
+
+def uses_head2(cfg: dict) -> bool:
+    """Whether the step computes head 2 and E[y] (LabelEmb with a learned E)."""
+    return cfg["mode"] == "emb" and not cfg.get("freeze_emb")
+
+
+def load_init_emb(path: str, num_classes: int) -> torch.Tensor:
+    """E from a saved ``.npy`` (``--init-emb``): an n x n matrix, or an emb run's per-epoch stack
+    (epochs, n, n), of which the last epoch is taken. UserError (one line) for anything else."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"--init-emb {path}: cannot read it as a .npy array ({e}); pass the _emb.npy "
+                        "file of an earlier emb run") from None
+    n = num_classes
+    shape = tuple(a.shape)
+    if a.ndim == 3 and shape[0] >= 1:
+        a = a[-1]
+    if a.shape != (n, n):
+        raise UserError(f"--init-emb {path} holds an array of shape {shape}; expected ({n}, {n}) or "
+                        f"(epochs, {n}, {n}) for the {n} classes of this dataset")
+    if a.dtype.kind not in "fiu":
+        raise UserError(f"--init-emb {path} holds {a.dtype} values; expected a real n x n matrix")
+    if not np.isfinite(a).all():
+        raise UserError(f"--init-emb {path} holds non-finite values (NaN or inf); pass the embedding of "
+                        "a run that did not diverge")
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def embedding_matrix(emb: nn.Module) -> torch.Tensor | None:
+    """E as an n x n matrix for the per-epoch snapshot, or None when it is too big to write
+    (a compressed embedding of more than SNAPSHOT_MAX_CLASSES classes)."""
+    if isinstance(emb, CompressedLabelEmbedding):
+        return emb.matrix() if emb.proj.out_features <= SNAPSHOT_MAX_CLASSES else None
+    return emb.weight.detach()
 
 
 def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -199,18 +248,23 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
     """
     seed_everything(cfg["seed"])
     model = build_model(cfg["arch"], data.num_classes, in_channels=data.train_x.shape[1],
-                        image_size=data.train_x.shape[-1]).to(device)
-    criterion = make_criterion(cfg)
-    emb_mode = cfg["mode"] == "emb"
+                        image_size=data.train_x.shape[-1], emb_dim=cfg.get("emb_dim") or None).to(device)
+    emb_mode = cfg["mode"] == "emb"  # E is part of the method: snapshots of it are written
+    two_heads = uses_head2(cfg)  # the step computes head 2 and E[y]
+    if cfg.get("init_emb") and resume is None:  # on resume E comes from the checkpoint
+        with torch.no_grad():
+            model.emb.weight.copy_(load_init_emb(cfg["init_emb"], data.num_classes))
+    if cfg.get("freeze_emb"):
+        model.emb.weight.requires_grad_(False)
     # Opt-in speed (the defaults are the paper's fp32 recipe).
     amp_dtype = torch.bfloat16 if cfg.get("amp") else None
     if cfg.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
         data.channels_last = True
     net = model
-    if dist.active:  # baseline leaves head 2 and E out of the graph: tell DDP so
+    if dist.active:  # baseline, ls, ols and --freeze-emb leave head 2 and E out of the graph: tell DDP so
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=not emb_mode)
+            model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=not two_heads)
     fwd = torch.compile(net) if cfg.get("compile") else net  # checkpoints use `model` itself
     # Evaluation runs on a shard per rank without DDP (its forward would need every rank in step).
     eval_fwd = model if dist.active else fwd
@@ -243,20 +297,30 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
         st.update({k: resume[k] for k in st})
         if dist.main:  # the checkpoint holds the sums of all ranks: one rank carries them on
             acc.copy_(resume["acc"])
+    criterion = make_criterion(cfg, model).to(device)  # after the resume: --freeze-emb reads E
+    if resume is not None and hasattr(criterion, "load_checkpoint_state"):  # ols: S and the epoch's sums
+        criterion.load_checkpoint_state(resume["criterion"], carry_sums=dist.main)
+    snapshot = embedding_matrix(model.emb) is not None  # (False only for a big compressed E)
 
     record = {"format": RECORD_FORMAT, "status": "running", "task": cfg["task"], "arch": cfg["arch"],
               "dataset": cfg["dataset"], "mode": cfg["mode"], "num": cfg["num"], "seed": cfg["seed"],
               "dry_run": cfg["dry_run"], "config": cfg, "env": environment(device), "classes": data.classes,
               "steps_per_epoch": sched.steps, "curve": st["curve"], "epoch_seconds": st["epoch_seconds"],
-              "embedding_file": files.emb.name if emb_mode else None}
+              "embedding_file": files.emb.name if emb_mode and snapshot else None}
+    if emb_mode and not snapshot:
+        record["embedding_note"] = (f"compressed embedding of {data.num_classes} classes: per-epoch snapshots of "
+                                    f"E not written (only up to {SNAPSHOT_MAX_CLASSES} classes)")
 
     def checkpoint() -> None:
         total = dist.sum_(acc.clone())  # every rank takes part; the main one writes
+        extra = {}
+        if hasattr(criterion, "checkpoint_state"):  # ols: S and the epoch's sums (over all ranks)
+            extra["criterion"] = {k: v.cpu() for k, v in criterion.checkpoint_state(dist).items()}
         if dist.main:
             files.save_checkpoint({
                 "format": CKPT_FORMAT, "config": cfg, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_states(gens), "acc": total.cpu(), **st})
+                "rng": rng_states(gens), "acc": total.cpu(), **st, **extra})
 
     def finish_record(status: str, **extra) -> dict:
         secs = st["epoch_seconds"]
@@ -318,7 +382,7 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
             for s in range(st["step"], sched.steps):
                 idx = perm[s * bs:(s + 1) * bs]  # the global batch; under DDP this rank takes a shard
                 x, y = data.train_batch(idx, gens["aug"], dist.shard(len(idx)) if dist.active else None)
-                loss, o1 = train_step(fwd, criterion, optimizer, x, y, emb_mode, amp_dtype,
+                loss, o1 = train_step(fwd, criterion, optimizer, x, y, two_heads, amp_dtype,
                                       len(idx) if dist.active else None)
                 # Metrics accumulate on the device and are read at evaluation points: no sync per step.
                 step_counter += 1
@@ -343,8 +407,10 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
             # End of the epoch (the clock is paused: the last step is always an evaluation point).
             scheduler.step()
             st["epoch_seconds"].append(st["train_seconds"] - st["epoch_start_seconds"])
-            if emb_mode:
-                st["embeddings"].append(model.emb.weight.detach().float().cpu().numpy().copy())
+            if hasattr(criterion, "end_epoch"):  # ols: S becomes this epoch's mean correct outputs
+                criterion.end_epoch(dist)
+            if emb_mode and snapshot:
+                st["embeddings"].append(embedding_matrix(model.emb).float().cpu().numpy().copy())
                 if dist.main:
                     files.write_embedding(st["embeddings"])
             st.update(epoch=epoch + 1, step=0, perm=None)

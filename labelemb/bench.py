@@ -1,0 +1,539 @@
+"""Training-speed benchmark of the four recipes' models: ``python3 -m labelemb.bench``.
+
+For each model on one device, with synthetic uint8 images of the real shapes (1x28x28 for
+MNIST, 3x32x32 for CIFAR) held in a :class:`labelemb.data.Dataset` (so our real batching,
+augmentation and normalisation run), the real networks (``build_model``), criteria
+(``make_criterion``) and optimiser step (``train_step``), it measures
+
+1. ms/step and images/s of our training step (``Dataset.train_batch`` + ``train_step``),
+   baseline and emb, and emb/baseline;
+2. the same model fed by the authors' classic pipeline -- CIFAR: a torchvision-style dataset
+   of the same uint8 images with PIL transforms RandomCrop(32, padding=4), RandomHorizontalFlip,
+   ToTensor, Normalize in a DataLoader with 2 workers, batch shuffled; MNIST: a DataLoader over
+   a TensorDataset -- and the ratio ours/classic;
+3. the share of the step spent on data: the batch fetch + augmentation + transfer alone over
+   the same number of steps, divided by the full step time (for ours and for the classic feed);
+4. achieved FLOP/s of the step: 3x the forward FLOPs counted from the layer shapes (2*in*out per
+   Linear, 2*k*k*cin*cout*Hout*Wout per conv, per sample; head 2 included in emb mode; other
+   layers not counted), as a fraction of a 2048x2048 fp32 matmul timed in the same process;
+
+and for the MLP one epoch (550 steps of batch 100) of our loop -- ``train.run`` itself, on a
+synthetic Fashion-MNIST-shaped dataset -- against a bare forward/backward/step over the same
+number of pre-built batch tensors (issue 2 asks for at most 1.5x).
+
+Timing: ``time.perf_counter``, after warm-up steps, with ``torch.cuda.synchronize`` only at the
+ends of timed windows (on CUDA). Each measurement is ``--repeats`` windows of ``--steps`` steps,
+the modes interleaved window by window so that a busy machine slows both alike; the median
+window is reported and all windows are kept in the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from . import train
+from .data import CIFAR_MEAN, CIFAR_STD, FASHION_CLASSES, Dataset
+from .models import build_model
+from .results import RunFiles, environment, write_json
+
+BENCH_FORMAT = "labelemb-bench/1"
+MODES = ("baseline", "emb")
+MATMUL_N = 2048
+CLASSIC_WORKERS = 2  # the authors' CIFAR DataLoader
+EPOCH_STEPS = 550  # one MNIST epoch: 55,000 / 100
+
+
+@dataclass(frozen=True)
+class Task:
+    """One recipe's model and data shape, and how many steps to time by default."""
+
+    arch: str
+    shape: tuple[int, int, int]
+    num_classes: int
+    batch_size: int
+    n_train: int  # the real training set size (synthetic data of this size)
+    cifar: bool  # augmentation + normalisation, classic feed through PIL
+    steps: dict  # device type -> timed steps per window
+    warmup: int
+    repeats: int
+
+
+TASKS = {
+    "mlp": Task("mlp", (1, 28, 28), 10, 100, 55_000, False, {"cpu": 100, "cuda": 300}, 10, 3),
+    "cnn": Task("cnn", (1, 28, 28), 10, 100, 55_000, False, {"cpu": 10, "cuda": 200}, 3, 3),
+    "cifar10": Task("resnet8", (3, 32, 32), 10, 128, 50_000, True, {"cpu": 3, "cuda": 50}, 1, 1),
+    "cifar100": Task("resnet18", (3, 32, 32), 100, 128, 50_000, True, {"cpu": 2, "cuda": 30}, 1, 1),
+}
+# --quick: the real image shapes, few steps, and a small batch for the ResNets
+QUICK = dict(steps=2, warmup=1, repeats=1, resnet_batch=4, epoch_steps=20)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, steps: int, device: torch.device) -> float:
+    """Seconds for ``steps`` calls of ``fn``; synchronises only at the ends of the window."""
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def synthetic_dataset(name: str, task: Task, n_train: int, seed: int, n_val: int = 0, n_test: int = 0) -> Dataset:
+    """Random uint8 images of the task's real shape and random labels, as the real loaders hold them."""
+    g = torch.Generator().manual_seed(seed)
+
+    def images(n):
+        return torch.randint(0, 256, (n, *task.shape), dtype=torch.uint8, generator=g)
+
+    def labels(n):
+        return torch.randint(0, task.num_classes, (n,), generator=g)
+
+    classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(task.num_classes)]
+    kw = dict(mean=CIFAR_MEAN, std=CIFAR_STD, augment=True) if task.cifar else {}
+    return Dataset(name, list(classes), train_x=images(n_train), train_y=labels(n_train),
+                   test_x=images(n_test), test_y=labels(n_test),
+                   val_x=images(n_val) if n_val else None, val_y=labels(n_val) if n_val else None, **kw)
+
+
+def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    """The optimiser of ``train.run`` (its ``make_optimizer`` when it has one, else the same Adam)."""
+    if hasattr(train, "make_optimizer"):
+        return train.make_optimizer(model, cfg)
+    return torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+
+
+def forward_flops(arch: str, task: Task, emb: bool) -> int:
+    """Forward FLOPs per sample of the Linear and Conv2d layers, from their shapes.
+
+    2*in*out per Linear, 2*kh*kw*(cin/groups)*cout*Hout*Wout per conv (output sizes from one
+    forward pass with hooks); head 2 runs (and counts) only in emb mode. Biases, BN, ReLU and
+    pooling are not counted.
+    """
+    model = build_model(arch, task.num_classes, in_channels=task.shape[0], image_size=task.shape[-1]).eval()
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        if isinstance(m, nn.Linear):
+            total += 2 * m.in_features * m.out_features
+        else:
+            kh, kw = m.kernel_size
+            total += 2 * kh * kw * (m.in_channels // m.groups) * m.out_channels * out.shape[-2] * out.shape[-1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    with torch.no_grad():
+        x = torch.zeros(1, *task.shape)
+        model(x, torch.zeros(1, dtype=torch.long)) if emb else model(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def matmul_flops(device: torch.device, windows: int, min_seconds: float = 0.3) -> dict:
+    """FLOP/s of a 2048x2048 fp32 matmul on ``device`` (median of ``windows`` timed windows)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(MATMUL_N, MATMUL_N, generator=g).to(device) for _ in range(2))
+    for _ in range(2):
+        a @ b
+    one = _timed(lambda: a @ b, 1, device)
+    reps = max(1, min(1000, math.ceil(min_seconds / max(one, 1e-6))))
+    secs = [_timed(lambda: a @ b, reps, device) / reps for _ in range(windows)]
+    flop = 2 * MATMUL_N ** 3
+    return {"n": MATMUL_N, "dtype": "float32", "reps_per_window": reps, "seconds_per_matmul": statistics.median(secs),
+            "windows_seconds": secs, "flops_per_s": flop / statistics.median(secs),
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+# ----------------------------------------------------------------------------- the two feeds
+class OurFeed:
+    """Batches as ``train.run`` draws them: a permutation per epoch, then ``Dataset.train_batch``
+    (gather, random crop + flip for CIFAR, normalise) on the training device."""
+
+    name = "ours"
+
+    def __init__(self, data: Dataset, batch_size: int, device: torch.device, seed: int):
+        self.data, self.bs, self.device = data, batch_size, device
+        self.perm_gen = torch.Generator().manual_seed(seed + 1)
+        self.aug_gen = self.perm_gen if device.type == "cpu" else torch.Generator(device=device)
+        if device.type != "cpu":
+            self.aug_gen.manual_seed(seed + 2)
+        self.steps = len(data.train_y) // batch_size
+        self.pos = self.steps  # draw a permutation on the first call
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos == self.steps:
+            self.perm = torch.randperm(len(self.data.train_y), generator=self.perm_gen).to(self.device)
+            self.pos = 0
+        idx = self.perm[self.pos * self.bs:(self.pos + 1) * self.bs]
+        self.pos += 1
+        return self.data.train_batch(idx, self.aug_gen)
+
+
+class ClassicCifar(torch.utils.data.Dataset):
+    """torchvision.datasets.CIFAR10 in miniature: HWC uint8 images, PIL transforms per sample."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
+        self.data = x.permute(0, 2, 3, 1).contiguous().numpy()
+        self.targets = y.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.data[i])), self.targets[i]
+
+
+class ClassicFeed:
+    """The authors' pipeline: a DataLoader (shuffled) whose batches are moved to the device."""
+
+    name = "classic"
+
+    def __init__(self, data: Dataset, task: Task, batch_size: int, device: torch.device, channels_last: bool):
+        if task.cifar:
+            import torchvision.transforms as T
+
+            transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                                   T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+            ds = ClassicCifar(data.train_x, data.train_y, transform)
+            workers = CLASSIC_WORKERS
+            self.description = (f"ClassicCifar (PIL: RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, "
+                                f"Normalize) in DataLoader(batch_size={batch_size}, shuffle=True, "
+                                f"num_workers={workers}), then .to(device)")
+        else:
+            ds = torch.utils.data.TensorDataset(data.train_x.float().div_(255), data.train_y)
+            workers = 0
+            self.description = (f"TensorDataset of float images in [0, 1] in DataLoader(batch_size={batch_size}, "
+                                f"shuffle=True), then .to(device)")
+        self.loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                                  drop_last=True)
+        self.device, self.channels_last = device, channels_last
+        self.it = iter(self.loader)
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            x, y = next(self.it)
+        except StopIteration:  # a new epoch (sizes are chosen so that timed windows do not hit this)
+            self.it = iter(self.loader)
+            x, y = next(self.it)
+        x, y = x.to(self.device), y.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+# ----------------------------------------------------------------------------- one model
+class Trainer:
+    """One mode's model, criterion and optimiser, set up as ``train.run`` sets them up."""
+
+    def __init__(self, task: Task, mode: str, device: torch.device, opts: argparse.Namespace):
+        self.cfg = dict(mode=mode, tau=2.0, alpha=0.9, beta=0.5, lr=1e-3)
+        torch.manual_seed(opts.seed)
+        self.model = build_model(task.arch, task.num_classes, in_channels=task.shape[0],
+                                 image_size=task.shape[-1]).to(device)
+        if opts.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.fwd = torch.compile(self.model) if opts.compile else self.model
+        self.criterion = train.make_criterion(self.cfg, self.model)
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.emb = mode == "emb"
+        self.amp_dtype = torch.bfloat16 if opts.amp else None
+        self.model.train()
+
+    def step(self, feed) -> None:
+        x, y = feed()
+        train.train_step(self.fwd, self.criterion, self.optimizer, x, y, self.emb, self.amp_dtype)
+
+
+def _summary(secs: list[float], steps: int, batch: int) -> dict:
+    ms = [1000 * s / steps for s in secs]
+    med = statistics.median(ms)
+    return {"ms_per_step": med, "images_per_s": 1000 * batch / med, "windows_ms_per_step": ms}
+
+
+def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Namespace,
+               matmul: dict, say) -> dict:
+    steps = opts.steps or (QUICK["steps"] if opts.quick else task.steps[device.type])
+    warmup = opts.warmup if opts.warmup is not None else (QUICK["warmup"] if opts.quick else task.warmup)
+    repeats = opts.repeats or (QUICK["repeats"] if opts.quick else task.repeats)
+    bs = opts.batch_size or (QUICK["resnet_batch"] if opts.quick and task.cifar else task.batch_size)
+    modes = MODES if opts.mode == "both" else (opts.mode,)
+    drain = CLASSIC_WORKERS * 2 if task.cifar else 0  # batches the classic loader's workers prefetch
+    # Enough images that the classic feed never starts a new epoch (restarting its workers) in a
+    # timed window: the real training set size, more if the windows need it (quick: just that).
+    needed = (len(modes) * warmup + repeats * ((len(modes) + 1) * steps + drain) + 2) * bs
+    n_train = max(needed, min(task.n_train, 4096)) if opts.quick else max(task.n_train, needed)
+    data = synthetic_dataset(name, task, n_train, opts.seed).to(device)
+    data.channels_last = bool(opts.channels_last)
+    say(f"{name}: {task.arch}, batch {bs}, {n_train} synthetic images {'x'.join(map(str, task.shape))}, "
+        f"{warmup} warm-up + {repeats} x {steps} timed steps per measurement")
+
+    out = {"arch": task.arch, "input_shape": list(task.shape), "num_classes": task.num_classes,
+           "batch_size": bs, "n_train": n_train, "steps": steps, "warmup": warmup, "repeats": repeats,
+           "modes": {}}
+    trainers = {m: Trainer(task, m, device, opts) for m in modes}
+    feeds = {"ours": OurFeed(data, bs, device, opts.seed),
+             "classic": ClassicFeed(data, task, bs, device, bool(opts.channels_last))}
+    secs = {(m, f): [] for m in modes for f in feeds}
+    data_secs = {f: [] for f in feeds}
+    for f, feed in feeds.items():
+        for m in modes:
+            for _ in range(warmup):
+                trainers[m].step(feed)
+    for _ in range(repeats):  # interleaved windows: a busy machine slows every mode alike
+        for f, feed in feeds.items():
+            for m in modes:
+                secs[(m, f)].append(_timed(lambda: trainers[m].step(feed), steps, device))
+            # The data alone over the same number of steps. The classic loader's workers have
+            # filled their queue during the training window: take those batches first, so that
+            # the window times the loader's own throughput, not batches made in advance.
+            for _ in range(drain if f == "classic" else 0):
+                feed()
+            data_secs[f].append(_timed(feed, steps, device))
+    data_ms = {f: 1000 * statistics.median(v) / steps for f, v in data_secs.items()}
+
+    for m in modes:
+        flops = forward_flops(task.arch, task, m == "emb")
+        ours = _summary(secs[(m, "ours")], steps, bs)
+        classic = _summary(secs[(m, "classic")], steps, bs)
+        step_flops = 3 * flops * bs
+        ours.update(
+            data_ms_per_step=data_ms["ours"], data_share=data_ms["ours"] / ours["ms_per_step"],
+            forward_flops_per_sample=flops, train_flops_per_step=step_flops,
+            flops_per_s=step_flops / (ours["ms_per_step"] / 1000),
+        )
+        ours["fraction_of_matmul"] = ours["flops_per_s"] / matmul["flops_per_s"]
+        classic.update(data_ms_per_step=data_ms["classic"], data_share=data_ms["classic"] / classic["ms_per_step"],
+                       pipeline=feeds["classic"].description)
+        ours["classic"] = classic
+        ours["ours_over_classic"] = ours["ms_per_step"] / classic["ms_per_step"]
+        out["modes"][m] = ours
+    if len(modes) == 2:
+        out["emb_over_baseline"] = out["modes"]["emb"]["ms_per_step"] / out["modes"]["baseline"]["ms_per_step"]
+    else:
+        out["emb_over_baseline"] = None
+    return out
+
+
+# ----------------------------------------------------------------------------- MLP epoch (issue 2)
+def _mlp_recipe():
+    """mlp.py's Recipe, loaded from the script itself so that the bench cannot drift from it."""
+    path = Path(__file__).resolve().parents[1] / "mlp.py"
+    spec = importlib.util.spec_from_file_location("_labelemb_mlp_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.RECIPE
+
+
+def _bare_epoch(cfg: dict, data: Dataset, device: torch.device, opts: argparse.Namespace) -> float:
+    """Seconds of a bare forward/backward/step loop over pre-built batch tensors (same model,
+    optimiser, criterion and batches as the recipe, nothing else)."""
+    train.seed_everything(cfg["seed"])
+    model = build_model(cfg["arch"], data.num_classes, in_channels=data.train_x.shape[1],
+                        image_size=data.train_x.shape[-1]).to(device)
+    fwd = torch.compile(model) if cfg.get("compile") else model
+    criterion = train.make_criterion(cfg, model)
+    optimizer = make_optimizer(model, cfg)
+    emb = cfg["mode"] == "emb"
+    amp_dtype = torch.bfloat16 if cfg.get("amp") else None
+    bs = cfg["batch_size"]
+    perm = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg["seed"] + 1)).to(device)
+    steps = len(data.train_y) // bs
+    batches = [(data.prepare(data.train_x[perm[i * bs:(i + 1) * bs]]), data.train_y[perm[i * bs:(i + 1) * bs]])
+               for i in range(steps)]
+    model.train()
+
+    def loop():
+        for x, y in batches:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                if emb:
+                    o1, o2, e = fwd(x, y)
+                else:
+                    o1 = fwd(x)
+            loss = criterion(o1, y, o2, e) if emb else criterion(o1, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return _timed(loop, 1, device)
+
+
+def mlp_epoch(device: torch.device, opts: argparse.Namespace, say) -> dict:
+    """One epoch of ``train.run`` (mlp.py's recipe, 1 epoch, --quiet) vs the bare loop, per mode."""
+    from .cli import build_parser, make_config
+
+    steps = opts.epoch_steps or (QUICK["epoch_steps"] if opts.quick else EPOCH_STEPS)
+    recipe = _mlp_recipe()
+    task = TASKS["mlp"]
+    n_val, n_test = (500, 1000) if opts.quick else (5000, 10000)
+    data = synthetic_dataset("fashion-mnist", task, steps * recipe.batch_size, opts.seed, n_val, n_test).to(device)
+    modes = MODES if opts.mode == "both" else (opts.mode,)
+    say(f"mlp epoch: {steps} steps of batch {recipe.batch_size}, train.run vs a bare loop over pre-built batches")
+    out = {"method": ("ours: train.run with mlp.py's recipe for 1 epoch (--quiet, evaluation excluded: the "
+                      "record's epoch_seconds) on a synthetic Fashion-MNIST-shaped dataset; bare: zero_grad/"
+                      "forward/loss/backward/step over the same number of pre-built normalised batch tensors"),
+           "steps": steps, "batch_size": recipe.batch_size, "modes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in modes:
+            argv = ["--mode", m, "--dataset", "fashion-mnist", "--epochs", "1", "--quiet", "--device", device.type,
+                    "--results-dir", tmp, "--seed", str(opts.seed)]
+            argv += [f for f, on in (("--amp", opts.amp), ("--channels-last", opts.channels_last),
+                                     ("--compile", opts.compile)) if on]
+            args = build_parser(recipe).parse_args(argv)
+            cfg = make_config(recipe, args, 0)
+            bare = _bare_epoch(cfg, data, device, opts)
+            files = RunFiles(tmp, f"bench_{m}")
+            record = train.run(cfg, data, device, files)
+            ours = record["epoch_seconds"][0]
+            out["modes"][m] = {"ours_seconds": ours, "bare_seconds": bare, "ours_over_bare": ours / bare}
+    if len(modes) == 2:
+        out["emb_over_baseline"] = out["modes"]["emb"]["ours_seconds"] / out["modes"]["baseline"]["ours_seconds"]
+    else:
+        out["emb_over_baseline"] = None
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(result: dict) -> str:
+    mm = result["matmul"]["flops_per_s"]
+    lines = [f"device {result['env']['device']} ({result['env'].get('device_name')}), {result['env']['threads']} "
+             f"threads; 2048x2048 fp32 matmul: {mm / 1e9:.1f} GFLOP/s",
+             f"{'task':9s} {'mode':8s} {'ms/step':>9s} {'img/s':>8s} {'emb/base':>8s} {'classic':>9s} "
+             f"{'ours/cls':>8s} {'data%':>6s} {'cls data%':>9s} {'GFLOP/s':>8s} {'%matmul':>7s}"]
+    for name, t in result["tasks"].items():
+        for m, r in t["modes"].items():
+            ratio = t["emb_over_baseline"] if m == "emb" else None
+            lines.append(
+                f"{name:9s} {m:8s} {r['ms_per_step']:9.2f} {r['images_per_s']:8.0f} {_fmt(ratio, '8.3f'):>8s} "
+                f"{r['classic']['ms_per_step']:9.2f} {r['ours_over_classic']:8.3f} {100 * r['data_share']:6.2f} "
+                f"{100 * r['classic']['data_share']:9.2f} {r['flops_per_s'] / 1e9:8.1f} "
+                f"{100 * r['fraction_of_matmul']:7.1f}")
+    ep = result.get("mlp_epoch")
+    if ep:
+        for m, r in ep["modes"].items():
+            lines.append(f"mlp epoch ({ep['steps']} steps) {m:8s}: ours {r['ours_seconds']:.2f}s, bare "
+                         f"{r['bare_seconds']:.2f}s, ours/bare {r['ours_over_bare']:.3f}")
+        if ep["emb_over_baseline"] is not None:
+            lines.append(f"mlp epoch emb/baseline (ours): {ep['emb_over_baseline']:.3f}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+def _task_list(text: str) -> list[str]:
+    names = list(TASKS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in TASKS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown task(s) {', '.join(bad) or repr(text)}; choose 'all' or "
+                                         f"from {', '.join(TASKS)}")
+    return list(dict.fromkeys(names))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as the training scripts
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except None ones (their help says what None means)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = "; ".join(f"{k}: {t.warmup} + {t.repeats} x {t.steps['cpu']} (cuda {t.steps['cuda']})"
+                         for k, t in TASKS.items())
+    p = _Parser(
+        prog="python3 -m labelemb.bench", formatter_class=_Help,
+        description="Time training steps of the four recipes' models on synthetic data of the real shapes: "
+                    "ours vs the authors' classic DataLoader pipeline, emb vs baseline, data share of the step, "
+                    "FLOP/s vs a fp32 matmul; prints a table and writes JSON. Per-task default steps "
+                    f"(warm-up + repeats x timed steps): {defaults}.")
+    a = p.add_argument
+    a("--task", type=_task_list, default="all",
+      help=f"'all' or a comma-separated list of {','.join(TASKS)} (cifar10: ResNet-8, cifar100: ResNet-18)")
+    a("--mode", choices=("both", *MODES), default="both", help="which training mode(s)")
+    a("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available")
+    a("--steps", type=int, default=None, help="timed steps per window (default: per task, see above)")
+    a("--warmup", type=int, default=None, help="untimed steps first (default: per task)")
+    a("--repeats", type=int, default=None, help="timed windows per measurement; the median is reported "
+                                                "(default: per task)")
+    a("--batch-size", type=int, default=None, help="override every task's batch size (default: the recipe's)")
+    a("--epoch-steps", type=int, default=None, help=f"steps of the MLP epoch comparison (default {EPOCH_STEPS}, "
+                                                    f"quick {QUICK['epoch_steps']})")
+    a("--quick", action="store_true", help=f"smoke test: {QUICK['warmup']} + {QUICK['steps']} steps, ResNet batch "
+                                           f"{QUICK['resnet_batch']}, small synthetic sets (real image shapes)")
+    a("--threads", type=int, default=0, help="torch.set_num_threads (0 = PyTorch's default)")
+    a("--seed", type=int, default=0, help="seed of the synthetic data and the models")
+    a("--out", default=None, help="JSON output file (default: bench_<device>.json in the current folder)")
+    g = p.add_argument_group("opt-in speed options, as in the training scripts")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward pass")
+    g.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (compiles during warm-up)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    opts = p.parse_args(argv)
+    for k in ("steps", "repeats", "batch_size", "epoch_steps"):
+        v = getattr(opts, k)
+        if v is not None and v < 1:
+            p.error(f"--{k.replace('_', '-')} must be >= 1, got {v}")
+    if opts.warmup is not None and opts.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {opts.warmup}")
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but no CUDA device is available; use --device cpu or auto")
+    device = torch.device("cuda" if opts.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if opts.device == "auto" else opts.device))
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train.run
+    out_path = Path(opts.out or f"bench_{device.type}.json")
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    tasks = opts.task
+    result = {"format": BENCH_FORMAT, "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "command": ["python3", "-m", "labelemb.bench", *(sys.argv[1:] if argv is None else argv)],
+              "config": {k: v for k, v in vars(opts).items() if k != "out"} | {"tasks": tasks},
+              "env": environment(device)}
+    say(f"timing a {MATMUL_N}x{MATMUL_N} fp32 matmul on {device}")
+    result["matmul"] = matmul_flops(device, windows=1 if opts.quick else 3)
+    result["tasks"] = {}
+    for name in tasks:
+        result["tasks"][name] = bench_task(name, TASKS[name], device, opts, result["matmul"], say)
+    result["mlp_epoch"] = mlp_epoch(device, opts, say) if "mlp" in tasks else None
+    print(table(result))
+    write_json(out_path, result)
+    print(f"written {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Soft-label losses beside LabelEmb, on head 1 only, for the same models and recipe.
+
+- :class:`LabelSmoothingLoss` (``--mode ls``): ``(1 - eps) * CE(y, o1) + eps * CE(uniform, o1)``,
+  the same as ``F.cross_entropy(o1, y, label_smoothing=eps)``.
+- :class:`SoftTargetLoss`: ``w * CE(y, o1) + (1 - w) * CE(S[y], o1)`` for a fixed per-class
+  soft-target matrix S (rows sum to 1). ``--freeze-emb`` uses it with S = softmax(E) and
+  w = beta: LabelEmb's head-1 loss with a fixed embedding (head 2 unused).
+- :class:`OnlineLabelSmoothingLoss` (``--mode ols``): online label smoothing (Zhang et al.,
+  "Delving Deep into Label Smoothing", IEEE TIP 2021). S starts uniform; during an epoch the
+  softmax outputs of the training samples that head 1 classifies correctly are summed per
+  class; at the end of the epoch (:meth:`~OnlineLabelSmoothingLoss.end_epoch`) each row of S
+  becomes the mean of its class's sums. The loss is ``0.5 * CE(y, o1) + 0.5 * CE(S[y], o1)``
+  with the previous epoch's S.
+
+All take ``global_batch`` like the LabelEmb criteria: under DDP the per-batch means are taken
+over the global batch, so DDP's gradient average equals the one-process gradient.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .embedding import _reduction
+
+
+class LabelSmoothingLoss(nn.Module):
+    """``(1 - eps) * CE(onehot(y), o1) + eps * CE(uniform, o1)``, mean over the batch."""
+
+    def __init__(self, smoothing: float = 0.1):
+        super().__init__()
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.smoothing = float(smoothing)
+
+    def extra_repr(self) -> str:
+        return f"smoothing={self.smoothing}"
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, *unused,
+                global_batch: int | None = None) -> torch.Tensor:
+        logp = logits.float().log_softmax(dim=1)
+        b, _ = _reduction(logits.shape[0], global_batch)
+        hard = -logp.gather(1, target.view(-1, 1)).sum()
+        uniform = -logp.mean(dim=1).sum()  # CE(uniform, o1) = -(1/n) sum_j log p_j
+        return ((1 - self.smoothing) * hard + self.smoothing * uniform) / b
+
+
+class SoftTargetLoss(nn.Module):
+    """``hard_weight * CE(onehot(y), o1) + (1 - hard_weight) * CE(S[y], o1)``, mean over the batch.
+
+    ``matrix`` (n x n, rows are distributions) is a buffer: it moves with ``.to()`` and is part
+    of ``state_dict()``.
+    """
+
+    def __init__(self, matrix: torch.Tensor, hard_weight: float = 0.5):
+        super().__init__()
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
+            raise ValueError(f"matrix must be n x n with n >= 2, got shape {tuple(matrix.shape)}")
+        if not 0 <= hard_weight <= 1:
+            raise ValueError(f"hard_weight must be in [0, 1], got {hard_weight}")
+        self.hard_weight = float(hard_weight)
+        self.register_buffer("matrix", matrix.detach().float().clone())
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.matrix.shape[0]}, hard_weight={self.hard_weight}"
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, *unused,
+                global_batch: int | None = None) -> torch.Tensor:
+        logp = logits.float().log_softmax(dim=1)
+        self._observe(logp, target)
+        b, _ = _reduction(logits.shape[0], global_batch)
+        # one CE against the mixed target w * onehot + (1 - w) * S[y]
+        mixed = self.matrix.index_select(0, target).mul(1 - self.hard_weight)
+        mixed.scatter_add_(1, target.view(-1, 1), torch.full_like(mixed[:, :1], self.hard_weight))
+        return -(mixed * logp).sum() / b
+
+    def _observe(self, logp: torch.Tensor, target: torch.Tensor) -> None:
+        """Hook for subclasses that learn from the training outputs."""
+
+
+class OnlineLabelSmoothingLoss(SoftTargetLoss):
+    """Online label smoothing (Zhang et al., IEEE TIP 2021); see the module docstring.
+
+    Buffers: ``matrix`` (S of the previous epoch, uniform at the start), ``sums`` (per class, the
+    summed softmax outputs of this epoch's correctly classified training samples) and ``counts``
+    (how many). They are the criterion's whole state: save and restore ``state_dict()`` to resume
+    exactly. Outputs are collected only while the module is in training mode (the default); call
+    :meth:`end_epoch` after each epoch.
+    """
+
+    def __init__(self, num_classes: int, hard_weight: float = 0.5):
+        if num_classes < 2:
+            raise ValueError(f"need num_classes >= 2, got {num_classes}")
+        super().__init__(torch.full((num_classes, num_classes), 1.0 / num_classes), hard_weight)
+        self.register_buffer("sums", torch.zeros(num_classes, num_classes))
+        self.register_buffer("counts", torch.zeros(num_classes))
+
+    @torch.no_grad()
+    def _observe(self, logp: torch.Tensor, target: torch.Tensor) -> None:
+        if not self.training:
+            return
+        p = logp.detach().exp()
+        correct = (p.argmax(dim=1) == target).to(p.dtype)  # a mask, not an index: no host sync
+        self.sums.index_add_(0, target, p * correct[:, None])
+        self.counts.index_add_(0, target, correct)
+
+    @torch.no_grad()
+    def end_epoch(self, dist=None) -> None:
+        """Rebuild S from this epoch's sums (summed over the ranks first, with ``dist``) and reset them.
+
+        A class with no correctly classified training sample in the epoch keeps its previous row
+        (dividing by a zero count would give no distribution at all).
+        """
+        if dist is not None:
+            dist.sum_(self.sums)
+            dist.sum_(self.counts)
+        seen = self.counts > 0
+        new = self.sums / self.counts.clamp(min=1)[:, None]
+        self.matrix.copy_(torch.where(seen[:, None], new, self.matrix))
+        self.sums.zero_()
+        self.counts.zero_()
+
+    def checkpoint_state(self, dist=None) -> dict:
+        """``state_dict()`` with the epoch's sums of all ranks (every rank must call this under DDP)."""
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        if dist is not None:
+            dist.sum_(state["sums"])
+            dist.sum_(state["counts"])
+        return state
+
+    def load_checkpoint_state(self, state: dict, carry_sums: bool = True) -> None:
+        """Restore :meth:`checkpoint_state`; ``carry_sums=False`` on all ranks but one under DDP,
+        so that the summed-over-ranks sums are counted once."""
+        self.load_state_dict(state)
+        if not carry_sums:
+            self.sums.zero_()
+            self.counts.zero_()
