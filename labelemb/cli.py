@@ -271,6 +271,7 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
                 if record is not None:
                     rep = record["reported"]
                     say(f"{files.stem}: {rep['description']} {rep['test_error_pct']:.2f}% -> {files.record}")
+        d.barrier()
     except UserError as e:
         say(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -49,6 +49,11 @@ class Dist:
             return flag
         return bool(self.sum_(torch.tensor([float(flag)], device=self.device)).item())
 
+    def barrier(self) -> None:
+        """Wait for every rank (so none tears down while rank 0 still writes its files)."""
+        if self.active:
+            dist.barrier()
+
     def max_(self, t: torch.Tensor) -> torch.Tensor:
         """In-place maximum over ranks (a no-op for one process)."""
         if self.active:
