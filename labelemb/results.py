@@ -24,7 +24,8 @@ CURVE_FIELDS = ["epoch", "step", "train_acc", "train_loss", "val_acc", "test_acc
                 "test_error_pct", "train_seconds"]
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, keep_previous: Path | None = None) -> None:
+    """Write via a temporary file, fsync, rename; the old file becomes ``keep_previous`` if given."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -32,6 +33,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -188,18 +191,7 @@ class RunFiles:
 
         buf = io.BytesIO()
         torch.save(state, buf)
-        tmp_fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{self.ckpt.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(tmp_fd, "wb") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            if self.ckpt.exists():
-                os.replace(self.ckpt, self.prev_ckpt)
-            os.replace(tmp, self.ckpt)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.ckpt, buf.getvalue(), keep_previous=self.prev_ckpt)
 
     def load_checkpoint(self, which: str = "last") -> dict:
         path = self.prev_ckpt if which == "previous" else self.ckpt
