@@ -7,6 +7,7 @@ a held-out set, :func:`run` a whole run (or the rest of one, from a checkpoint).
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import time
@@ -56,7 +57,6 @@ class StopFlag:
         if self.requested and signum == signal.SIGINT:
             print("\nsecond interrupt: exiting now (files are written atomically, nothing is half-written)",
                   flush=True)
-            import os
             os._exit(130)
         self.requested = signal.Signals(signum).name
 
