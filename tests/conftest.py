@@ -83,6 +83,17 @@ def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 
                           text=True, timeout=timeout)
 
 
+def run_main(capsys, script_module, *argv: str) -> tuple[int, str]:
+    """An entry script's main() in this process: (exit code, what it printed to stderr)."""
+    from labelemb.cli import main
+
+    try:
+        code = main(script_module.RECIPE, list(argv))
+    except SystemExit as e:  # argparse
+        code = e.code
+    return code, capsys.readouterr().err.strip()
+
+
 @pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     return make_mnist(tmp_path / "mnist")

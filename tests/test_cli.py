@@ -13,21 +13,14 @@ import torch
 
 import cifar10
 import mlp
-from conftest import make_cifar, make_mnist, run_script
-from labelemb.cli import main
+from conftest import make_cifar, make_mnist, run_main, run_script
 
 
 def _snapshot(folder: Path) -> dict:
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
 
 
-def _run(capsys, recipe, *argv) -> tuple[int, str]:
-    try:
-        code = main(recipe.RECIPE, list(argv))
-    except SystemExit as e:  # argparse
-        code = e.code
-    err = capsys.readouterr().err.strip()
-    return code, err
+_run = run_main
 
 
 @pytest.fixture

@@ -9,15 +9,15 @@ import torch
 import torch.nn as nn
 
 import mlp
-from conftest import make_mnist
-from labelemb.cli import build_parser, check_resumable, main, make_config
+from conftest import make_mnist, run_main
+from labelemb.cli import build_parser, check_resumable, make_config
 from labelemb.data import Dataset
 from labelemb.embedding import CompressedLabelEmbedding, LabelEmbLoss
 from labelemb.errors import UserError
 from labelemb.models import LabelEmbNet, build_model
 from labelemb.results import RunFiles
 from labelemb.train import run, seed_everything, train_step
-from test_embedding import _reaches, _zero_or_none, spec_terms
+from test_embedding import _grads_of, _reaches, _zero_or_none, spec_terms
 
 
 # ----------------------------------------------------------------------------- compressed embedding
@@ -63,13 +63,7 @@ def test_compressed_routes_gradients_like_the_full_matrix():
               "head2": list(model.emb.head.parameters()), "E": _emb_params(model.emb)}
 
     def grads(loss):
-        flat = [p for ps in groups.values() for p in ps]
-        gs = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
-        out, i = {}, 0
-        for k, ps in groups.items():
-            out[k] = list(gs[i:i + len(ps)])
-            i += len(ps)
-        return out
+        return _grads_of(loss, groups)
 
     terms = spec_terms(o1, o2, e, y, alpha=0.05)
     routes = {"o1_y": {"backbone", "head1"}, "o1_emb": {"backbone", "head1"}, "o2_y": {"head2"},
@@ -134,11 +128,7 @@ def test_snapshots_of_a_compressed_embedding(tmp_path):
 
 # ----------------------------------------------------------------------------- --init-emb, --freeze-emb
 def _run(capsys, *argv):
-    try:
-        code = main(mlp.RECIPE, list(argv))
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip()
+    return run_main(capsys, mlp, *argv)
 
 
 @pytest.fixture(scope="module")

@@ -238,7 +238,11 @@ def _groups(model):
 
 def _grads(loss, model):
     """{group: list of grads (None where no gradient reaches the parameter)}."""
-    groups = _groups(model)
+    return _grads_of(loss, _groups(model))
+
+
+def _grads_of(loss, groups: dict) -> dict:
+    """The gradients of ``loss`` for each named list of parameters (None where none reaches)."""
     flat = [p for ps in groups.values() for p in ps]
     gs = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
     out, i = {}, 0

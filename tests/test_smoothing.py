@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import mlp
-from conftest import make_mnist, run_script
-from labelemb.cli import build_parser, main, make_config
+from conftest import make_mnist, run_main, run_script
+from labelemb.cli import build_parser, make_config
 from labelemb.data import load_dataset
 from labelemb.results import RunFiles
 from labelemb.smoothing import LabelSmoothingLoss, OnlineLabelSmoothingLoss, SoftTargetLoss
@@ -174,11 +174,7 @@ def test_mlp_dry_run(mode, tmp_path):
 
 
 def _run(capsys, *argv):
-    try:
-        code = main(mlp.RECIPE, list(argv))
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip()
+    return run_main(capsys, mlp, *argv)
 
 
 @pytest.mark.parametrize("argv,message", [
