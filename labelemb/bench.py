@@ -9,10 +9,12 @@ augmentation and normalisation run), the real networks (``build_model``), criter
    baseline and emb, and emb/baseline;
 2. the same model fed by the authors' classic pipeline -- CIFAR: a torchvision-style dataset
    of the same uint8 images with PIL transforms RandomCrop(32, padding=4), RandomHorizontalFlip,
-   ToTensor, Normalize in a DataLoader with 2 workers, batch shuffled; MNIST: a DataLoader over
-   a TensorDataset -- and the ratio ours/classic;
+   ToTensor, Normalize in a DataLoader with 2 workers, batch shuffled; MNIST: the usual
+   ``datasets.MNIST(transform=ToTensor())`` feed (a PIL image per sample) in a shuffled
+   DataLoader -- and the ratio ours/classic; for MNIST also a DataLoader over a TensorDataset of
+   float images (``tensor_loader``, the leanest DataLoader feed) and ours/that;
 3. the share of the step spent on data: the batch fetch + augmentation + transfer alone over
-   the same number of steps, divided by the full step time (for ours and for the classic feed);
+   the same number of steps, divided by the full step time (for ours and for each DataLoader feed);
 4. achieved FLOP/s of the step: 3x the forward FLOPs counted from the layer shapes (2*in*out per
    Linear, 2*k*k*cin*cout*Hout*Wout per conv, per sample; head 2 included in emb mode; other
    layers not counted), as a fraction of a 2048x2048 fp32 matmul timed in the same process;
@@ -186,11 +188,13 @@ class OurFeed:
         return self.data.train_batch(idx, self.aug_gen)
 
 
-class ClassicCifar(torch.utils.data.Dataset):
-    """torchvision.datasets.CIFAR10 in miniature: HWC uint8 images, PIL transforms per sample."""
+class ClassicImages(torch.utils.data.Dataset):
+    """torchvision.datasets.CIFAR10 / MNIST in miniature: uint8 images (HWC, or HW for one channel)
+    turned into a PIL image per sample and transformed, as those datasets' ``__getitem__`` do."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
-        self.data = x.permute(0, 2, 3, 1).contiguous().numpy()
+        x = x.permute(0, 2, 3, 1)
+        self.data = (x[..., 0] if x.shape[-1] == 1 else x).contiguous().numpy()
         self.targets = y.tolist()
         self.transform = transform
 
@@ -204,26 +208,33 @@ class ClassicCifar(torch.utils.data.Dataset):
 
 
 class ClassicFeed:
-    """The authors' pipeline: a DataLoader (shuffled) whose batches are moved to the device."""
+    """A DataLoader (shuffled) whose batches are moved to the device.
 
-    name = "classic"
+    ``kind="pil"``: the torchvision way (the authors' CIFAR pipeline; for MNIST the usual
+    ``datasets.MNIST(transform=ToTensor())`` feed); ``kind="tensors"``: a TensorDataset of the
+    images already as floats, the cheapest DataLoader feed there is (MNIST only).
+    """
 
-    def __init__(self, data: Dataset, task: Task, batch_size: int, device: torch.device, channels_last: bool):
+    def __init__(self, data: Dataset, task: Task, batch_size: int, device: torch.device, channels_last: bool,
+                 kind: str = "pil"):
+        import torchvision.transforms as T
+
+        workers = 0
         if task.cifar:
-            import torchvision.transforms as T
-
             transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                                    T.Normalize(CIFAR_MEAN, CIFAR_STD)])
-            ds = ClassicCifar(data.train_x, data.train_y, transform)
+            ds = ClassicImages(data.train_x, data.train_y, transform)
             workers = CLASSIC_WORKERS
-            self.description = (f"ClassicCifar (PIL: RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, "
-                                f"Normalize) in DataLoader(batch_size={batch_size}, shuffle=True, "
-                                f"num_workers={workers}), then .to(device)")
+            what = ("ClassicImages as torchvision.datasets.CIFAR10 (PIL image per sample: RandomCrop(32, "
+                    "padding=4), RandomHorizontalFlip, ToTensor, Normalize)")
+        elif kind == "pil":
+            ds = ClassicImages(data.train_x, data.train_y, T.ToTensor())
+            what = "ClassicImages as torchvision.datasets.MNIST (PIL image per sample, ToTensor)"
         else:
             ds = torch.utils.data.TensorDataset(data.train_x.float().div_(255), data.train_y)
-            workers = 0
-            self.description = (f"TensorDataset of float images in [0, 1] in DataLoader(batch_size={batch_size}, "
-                                f"shuffle=True), then .to(device)")
+            what = "TensorDataset of float images in [0, 1]"
+        self.description = (f"{what} in DataLoader(batch_size={batch_size}, shuffle=True, num_workers={workers}), "
+                            "then .to(device)")
         self.loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
                                                   drop_last=True)
         self.device, self.channels_last = device, channels_last
@@ -293,6 +304,8 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
     trainers = {m: Trainer(task, m, device, opts) for m in modes}
     feeds = {"ours": OurFeed(data, bs, device, opts.seed),
              "classic": ClassicFeed(data, task, bs, device, bool(opts.channels_last))}
+    if not task.cifar:  # MNIST: also the leanest DataLoader feed, for an honest lower bound
+        feeds["tensor_loader"] = ClassicFeed(data, task, bs, device, bool(opts.channels_last), kind="tensors")
     secs = {(m, f): [] for m in modes for f in feeds}
     data_secs = {f: [] for f in feeds}
     for f, feed in feeds.items():
@@ -314,7 +327,6 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
     for m in modes:
         flops = forward_flops(task.arch, task, m == "emb")
         ours = _summary(secs[(m, "ours")], steps, bs)
-        classic = _summary(secs[(m, "classic")], steps, bs)
         step_flops = 3 * flops * bs
         ours.update(
             data_ms_per_step=data_ms["ours"], data_share=data_ms["ours"] / ours["ms_per_step"],
@@ -322,10 +334,14 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
             flops_per_s=step_flops / (ours["ms_per_step"] / 1000),
         )
         ours["fraction_of_matmul"] = ours["flops_per_s"] / matmul["flops_per_s"]
-        classic.update(data_ms_per_step=data_ms["classic"], data_share=data_ms["classic"] / classic["ms_per_step"],
-                       pipeline=feeds["classic"].description)
-        ours["classic"] = classic
-        ours["ours_over_classic"] = ours["ms_per_step"] / classic["ms_per_step"]
+        for f in feeds:
+            if f == "ours":
+                continue
+            other = _summary(secs[(m, f)], steps, bs)
+            other.update(data_ms_per_step=data_ms[f], data_share=data_ms[f] / other["ms_per_step"],
+                         pipeline=feeds[f].description)
+            ours[f] = other
+            ours[f"ours_over_{f}"] = ours["ms_per_step"] / other["ms_per_step"]
         out["modes"][m] = ours
     if len(modes) == 2:
         out["emb_over_baseline"] = out["modes"]["emb"]["ms_per_step"] / out["modes"]["baseline"]["ms_per_step"]
@@ -422,15 +438,18 @@ def table(result: dict) -> str:
     lines = [f"device {result['env']['device']} ({result['env'].get('device_name')}), {result['env']['threads']} "
              f"threads; 2048x2048 fp32 matmul: {mm / 1e9:.1f} GFLOP/s",
              f"{'task':9s} {'mode':8s} {'ms/step':>9s} {'img/s':>8s} {'emb/base':>8s} {'classic':>9s} "
-             f"{'ours/cls':>8s} {'data%':>6s} {'cls data%':>9s} {'GFLOP/s':>8s} {'%matmul':>7s}"]
+             f"{'ours/cls':>8s} {'ours/TDL':>8s} {'data%':>6s} {'cls data%':>9s} {'GFLOP/s':>8s} {'%matmul':>7s}"]
     for name, t in result["tasks"].items():
         for m, r in t["modes"].items():
             ratio = t["emb_over_baseline"] if m == "emb" else None
             lines.append(
                 f"{name:9s} {m:8s} {r['ms_per_step']:9.2f} {r['images_per_s']:8.0f} {_fmt(ratio, '8.3f'):>8s} "
-                f"{r['classic']['ms_per_step']:9.2f} {r['ours_over_classic']:8.3f} {100 * r['data_share']:6.2f} "
+                f"{r['classic']['ms_per_step']:9.2f} {r['ours_over_classic']:8.3f} "
+                f"{_fmt(r.get('ours_over_tensor_loader'), '8.3f'):>8s} {100 * r['data_share']:6.2f} "
                 f"{100 * r['classic']['data_share']:9.2f} {r['flops_per_s'] / 1e9:8.1f} "
                 f"{100 * r['fraction_of_matmul']:7.1f}")
+    lines.append("classic: the torchvision pipeline (PIL per sample, DataLoader); TDL (MNIST): a DataLoader over "
+                 "a TensorDataset of float images")
     ep = result.get("mlp_epoch")
     if ep:
         for m, r in ep["modes"].items():

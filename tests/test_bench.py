@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT
 from labelemb import bench
@@ -100,8 +101,14 @@ def test_task_fields_and_ratios(result, task):
         assert _close(m["ours_over_classic"], m["ms_per_step"] / c["ms_per_step"])
         if spec.cifar:
             assert "RandomCrop(32, padding=4)" in c["pipeline"] and "num_workers=2" in c["pipeline"]
+            assert "tensor_loader" not in m
         else:
-            assert "TensorDataset" in c["pipeline"]
+            assert "datasets.MNIST" in c["pipeline"] and "ToTensor" in c["pipeline"]
+            tl = m["tensor_loader"]
+            assert "TensorDataset" in tl["pipeline"]
+            for k in ("ms_per_step", "images_per_s", "data_ms_per_step", "data_share"):
+                assert _pos(tl[k]), (mode, "tensor_loader", k)
+            assert _close(m["ours_over_tensor_loader"], m["ms_per_step"] / tl["ms_per_step"])
     assert _close(t["emb_over_baseline"], t["modes"]["emb"]["ms_per_step"] / t["modes"]["baseline"]["ms_per_step"])
     if task in HEAD2:
         base = MLP_FLOPS if task == "mlp" else CNN_FLOPS
@@ -143,3 +150,19 @@ def test_help_shows_defaults():
     for s in ("(default: all)", "(default: both)", "(default: auto)", "bench_<device>.json", "--quick", "--amp",
               "--channels-last", "--compile"):
         assert s in h, s
+
+
+@pytest.mark.parametrize("task", ["mlp", "cifar10"])
+def test_classic_images_give_the_same_pixels_as_our_feed(task):
+    # the comparison is fair only if both feeds hand the model the same images (CIFAR: before
+    # the random crop/flip, i.e. the PIL ToTensor + Normalize against our normalisation)
+    import torchvision.transforms as T
+
+    spec = bench.TASKS[task]
+    data = bench.synthetic_dataset("x", spec, 6, seed=3)
+    tf = T.ToTensor() if not spec.cifar else T.Compose([T.ToTensor(), T.Normalize(bench.CIFAR_MEAN, bench.CIFAR_STD)])
+    ds = bench.ClassicImages(data.train_x, data.train_y, tf)
+    for i in (0, 5):
+        x, y = ds[i]
+        assert x.shape == spec.shape and y == int(data.train_y[i])
+        torch.testing.assert_close(x, data.prepare(data.train_x[i:i + 1])[0], rtol=1e-5, atol=1e-6)
