@@ -428,6 +428,52 @@ def mlp_epoch(device: torch.device, opts: argparse.Namespace, say) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- where emb's extra goes
+def emb_overhead(device: torch.device, opts: argparse.Namespace, mlp: dict, say) -> dict:
+    """The MLP's extra emb time per step, split into the loss (forward + backward of LabelEmbLoss
+    vs cross-entropy on B x n leaf tensors), the optimiser step over head 2 and E as well, and the
+    rest (head 2's matmuls, the E[y] lookup, their autograd nodes): the step difference minus both."""
+    task = TASKS["mlp"]
+    bs, n = task.batch_size, task.num_classes
+    calls = QUICK["steps"] if opts.quick else 200
+    windows = 1 if opts.quick else 7
+    say(f"mlp emb overhead: loss and optimiser alone, {windows} x {calls} calls each")
+    g = torch.Generator().manual_seed(opts.seed)
+    o1, o2, e = (torch.randn(bs, n, generator=g).to(device).requires_grad_() for _ in range(3))
+    y = torch.randint(0, n, (bs,), generator=g).to(device)
+    cfg = dict(mode="emb", tau=2.0, alpha=0.9, beta=0.5, lr=1e-3)
+    emb_loss, base_loss = train.make_criterion(cfg), train.make_criterion(cfg | {"mode": "baseline"})
+    model = build_model("mlp", n, in_channels=1, image_size=28).to(device)
+    optimizer = make_optimizer(model, cfg)
+    extra = list(model.emb.parameters())  # head 2 and E: their gradients are None in a baseline step
+
+    def with_grads(emb: bool):
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p) if emb or all(p is not q for q in extra) else None
+        return optimizer.step
+
+    fns = {("loss", "baseline"): lambda: base_loss(o1, y).backward(),
+           ("loss", "emb"): lambda: emb_loss(o1, y, o2, e).backward()}
+    secs = {k: [] for k in [*fns, ("optimizer", "baseline"), ("optimizer", "emb")]}
+    for _ in range(windows):  # interleaved, as the steps
+        for k, fn in fns.items():
+            secs[k].append(_timed(fn, calls, device))
+        for m in MODES:
+            step = with_grads(m == "emb")
+            step()
+            secs[("optimizer", m)].append(_timed(step, calls, device))
+    ms = {k: 1000 * statistics.median(v) / calls for k, v in secs.items()}
+    out = {"calls": calls, "windows": windows,
+           "step_ms": {m: mlp["modes"][m]["ms_per_step"] for m in MODES},
+           "loss_fwd_bwd_ms": {m: ms[("loss", m)] for m in MODES},
+           "optimizer_step_ms": {m: ms[("optimizer", m)] for m in MODES}}
+    out["step_extra_ms"] = out["step_ms"]["emb"] - out["step_ms"]["baseline"]
+    out["loss_extra_ms"] = out["loss_fwd_bwd_ms"]["emb"] - out["loss_fwd_bwd_ms"]["baseline"]
+    out["optimizer_extra_ms"] = out["optimizer_step_ms"]["emb"] - out["optimizer_step_ms"]["baseline"]
+    out["other_extra_ms"] = out["step_extra_ms"] - out["loss_extra_ms"] - out["optimizer_extra_ms"]
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
@@ -457,6 +503,12 @@ def table(result: dict) -> str:
                          f"{r['bare_seconds']:.2f}s, ours/bare {r['ours_over_bare']:.3f}")
         if ep["emb_over_baseline"] is not None:
             lines.append(f"mlp epoch emb/baseline (ours): {ep['emb_over_baseline']:.3f}")
+    ov = result.get("mlp_emb_overhead")
+    if ov:
+        lines.append(f"mlp emb extra per step {ov['step_extra_ms']:.3f} ms = loss {ov['loss_extra_ms']:.3f} "
+                     f"(LabelEmbLoss {ov['loss_fwd_bwd_ms']['emb']:.3f} vs CE {ov['loss_fwd_bwd_ms']['baseline']:.3f}) "
+                     f"+ optimiser {ov['optimizer_extra_ms']:.3f} + rest {ov['other_extra_ms']:.3f} "
+                     "(head 2, E lookup, autograd)")
     return "\n".join(lines)
 
 
@@ -548,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in tasks:
         result["tasks"][name] = bench_task(name, TASKS[name], device, opts, result["matmul"], say)
     result["mlp_epoch"] = mlp_epoch(device, opts, say) if "mlp" in tasks else None
+    both = "mlp" in tasks and opts.mode == "both"
+    result["mlp_emb_overhead"] = emb_overhead(device, opts, result["tasks"]["mlp"], say) if both else None
     print(table(result))
     write_json(out_path, result)
     print(f"written {out_path}")

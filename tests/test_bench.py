@@ -127,6 +127,20 @@ def test_mlp_epoch_comparison(result):
     assert _close(ep["emb_over_baseline"], ep["modes"]["emb"]["ours_seconds"] / ep["modes"]["baseline"]["ours_seconds"])
 
 
+def test_mlp_emb_overhead_adds_up(result):
+    r, stdout = result
+    ov = r["mlp_emb_overhead"]
+    assert ov["calls"] == bench.QUICK["steps"] and ov["windows"] == 1
+    for k in ("step_ms", "loss_fwd_bwd_ms", "optimizer_step_ms"):
+        assert set(ov[k]) == {"baseline", "emb"} and all(_pos(v) for v in ov[k].values()), k
+    assert ov["step_ms"]["emb"] == r["tasks"]["mlp"]["modes"]["emb"]["ms_per_step"]
+    assert _close(ov["step_extra_ms"], ov["step_ms"]["emb"] - ov["step_ms"]["baseline"])
+    assert _close(ov["loss_extra_ms"], ov["loss_fwd_bwd_ms"]["emb"] - ov["loss_fwd_bwd_ms"]["baseline"])
+    assert math.isclose(ov["loss_extra_ms"] + ov["optimizer_extra_ms"] + ov["other_extra_ms"], ov["step_extra_ms"],
+                        rel_tol=1e-9, abs_tol=1e-12)
+    assert "mlp emb extra per step" in stdout
+
+
 def test_forward_flops_count_layer_shapes():
     # the counting itself, on the two models whose FLOP/s the issue asks for (no timing needed)
     assert bench.forward_flops("mlp", bench.TASKS["mlp"], emb=False) == MLP_FLOPS
