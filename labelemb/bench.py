@@ -7,12 +7,13 @@ augmentation and normalisation run), the real networks (``build_model``), criter
 
 1. ms/step and images/s of our training step (``Dataset.train_batch`` + ``train_step``),
    baseline and emb, and emb/baseline;
-2. the same model fed by the authors' classic pipeline -- CIFAR: a torchvision-style dataset
-   of the same uint8 images with PIL transforms RandomCrop(32, padding=4), RandomHorizontalFlip,
-   ToTensor, Normalize in a DataLoader with 2 workers, batch shuffled; MNIST: the usual
-   ``datasets.MNIST(transform=ToTensor())`` feed (a PIL image per sample) in a shuffled
-   DataLoader -- and the ratio ours/classic; for MNIST also a DataLoader over a TensorDataset of
-   float images (``tensor_loader``, the leanest DataLoader feed) and ours/that;
+2. the same model fed by a classic torchvision pipeline, and the ratio ours/classic -- CIFAR:
+   the authors' (a torchvision-style dataset of the same uint8 images with PIL transforms
+   RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize in a DataLoader with 2
+   workers, batch shuffled); MNIST (the authors fed it through TensorFlow's reader): the usual
+   PyTorch ``datasets.MNIST(transform=ToTensor())`` feed, a PIL image per sample, in a shuffled
+   DataLoader; for MNIST also a DataLoader over a TensorDataset of float images
+   (``tensor_loader``, the leanest DataLoader feed) and ours/that;
 3. the share of the step spent on data: the batch fetch + augmentation + transfer alone over
    the same number of steps, divided by the full step time (for ours and for each DataLoader feed);
 4. achieved FLOP/s of the step: 3x the forward FLOPs counted from the layer shapes (2*in*out per
@@ -21,7 +22,10 @@ augmentation and normalisation run), the real networks (``build_model``), criter
 
 and for the MLP one epoch (550 steps of batch 100) of our loop -- ``train.run`` itself, on a
 synthetic Fashion-MNIST-shaped dataset -- against a bare forward/backward/step over the same
-number of pre-built batch tensors (issue 2 asks for at most 1.5x).
+number of pre-built batch tensors (issue 2 asks for at most 1.5x); and for the MLP where emb's
+extra time per step goes (``mlp_emb_overhead``): LabelEmbLoss vs cross-entropy forward + backward
+on B x n tensors, the optimiser step with and without head 2 and E, and the rest (fp32, eager:
+``--amp``/``--compile`` are not applied to these two parts; 7 windows of 200 calls).
 
 Timing: ``time.perf_counter``, after warm-up steps, with ``torch.cuda.synchronize`` only at the
 ends of timed windows (on CUDA). Each measurement is ``--repeats`` windows of ``--steps`` steps,
@@ -49,7 +53,7 @@ from .data import CIFAR_MEAN, CIFAR_STD, FASHION_CLASSES, Dataset
 from .models import build_model
 from .results import RunFiles, environment, write_json
 
-BENCH_FORMAT = "labelemb-bench/1"
+BENCH_FORMAT = "labelemb-bench/2"  # 2: the MNIST classic feed is PIL + ToTensor
 MODES = ("baseline", "emb")
 MATMUL_N = 2048
 CLASSIC_WORKERS = 2  # the authors' CIFAR DataLoader
@@ -65,7 +69,7 @@ class Task:
     num_classes: int
     batch_size: int
     n_train: int  # the real training set size (synthetic data of this size)
-    cifar: bool  # augmentation + normalisation, classic feed through PIL
+    cifar: bool  # augmentation + normalisation (CIFAR mean/std), the authors' DataLoader with workers
     steps: dict  # device type -> timed steps per window
     warmup: int
     repeats: int
@@ -163,7 +167,7 @@ def matmul_flops(device: torch.device, windows: int, min_seconds: float = 0.3) -
             "float32_matmul_precision": torch.get_float32_matmul_precision()}
 
 
-# ----------------------------------------------------------------------------- the two feeds
+# ----------------------------------------------------------------------------- the feeds
 class OurFeed:
     """Batches as ``train.run`` draws them: a permutation per epoch, then ``Dataset.train_batch``
     (gather, random crop + flip for CIFAR, normalise) on the training device."""
@@ -190,10 +194,11 @@ class OurFeed:
 
 class ClassicImages(torch.utils.data.Dataset):
     """torchvision.datasets.CIFAR10 / MNIST in miniature: uint8 images (HWC, or HW for one channel)
-    turned into a PIL image per sample and transformed, as those datasets' ``__getitem__`` do."""
+    turned into a PIL image per sample and transformed, as those datasets' ``__getitem__`` do.
+    The images are held on the host (as those datasets hold them), whatever device ``x`` is on."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
-        x = x.permute(0, 2, 3, 1)
+        x = x.cpu().permute(0, 2, 3, 1)
         self.data = (x[..., 0] if x.shape[-1] == 1 else x).contiguous().numpy()
         self.targets = y.tolist()
         self.transform = transform
@@ -219,6 +224,8 @@ class ClassicFeed:
                  kind: str = "pil"):
         import torchvision.transforms as T
 
+        if kind not in ("pil", "tensors") or (task.cifar and kind != "pil"):
+            raise ValueError(f"kind must be 'pil' (any task) or 'tensors' (MNIST), got {kind!r} for {task.arch}")
         workers = 0
         if task.cifar:
             transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
@@ -231,7 +238,7 @@ class ClassicFeed:
             ds = ClassicImages(data.train_x, data.train_y, T.ToTensor())
             what = "ClassicImages as torchvision.datasets.MNIST (PIL image per sample, ToTensor)"
         else:
-            ds = torch.utils.data.TensorDataset(data.train_x.float().div_(255), data.train_y)
+            ds = torch.utils.data.TensorDataset(data.train_x.cpu().float().div_(255), data.train_y.cpu())
             what = "TensorDataset of float images in [0, 1]"
         self.description = (f"{what} in DataLoader(batch_size={batch_size}, shuffle=True, num_workers={workers}), "
                             "then .to(device)")
@@ -289,8 +296,8 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
     bs = opts.batch_size or (QUICK["resnet_batch"] if opts.quick and task.cifar else task.batch_size)
     modes = MODES if opts.mode == "both" else (opts.mode,)
     drain = CLASSIC_WORKERS * 2 if task.cifar else 0  # batches the classic loader's workers prefetch
-    # Enough images that the classic feed never starts a new epoch (restarting its workers) in a
-    # timed window: the real training set size, more if the windows need it (quick: just that).
+    # Enough images that no DataLoader feed (each has its own) starts a new epoch (restarting its
+    # workers) in a timed window: the real training set size, more if the windows need it (quick: just that).
     needed = (len(modes) * warmup + repeats * ((len(modes) + 1) * steps + drain) + 2) * bs
     n_train = max(needed, min(task.n_train, 4096)) if opts.quick else max(task.n_train, needed)
     data = synthetic_dataset(name, task, n_train, opts.seed).to(device)
@@ -429,12 +436,19 @@ def mlp_epoch(device: torch.device, opts: argparse.Namespace, say) -> dict:
 
 
 # ----------------------------------------------------------------------------- where emb's extra goes
+def set_step_grads(model: nn.Module, emb: bool) -> None:
+    """Gradients as a training step leaves them: every parameter has one in emb mode; in baseline
+    mode head 2 and E have none (zero_grad(set_to_none=True)), so Adam skips them."""
+    extra = {id(p) for p in model.emb.parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p) if emb or id(p) not in extra else None
+
+
 def emb_overhead(device: torch.device, opts: argparse.Namespace, mlp: dict, say) -> dict:
     """The MLP's extra emb time per step, split into the loss (forward + backward of LabelEmbLoss
     vs cross-entropy on B x n leaf tensors), the optimiser step over head 2 and E as well, and the
     rest (head 2's matmuls, the E[y] lookup, their autograd nodes): the step difference minus both."""
-    task = TASKS["mlp"]
-    bs, n = task.batch_size, task.num_classes
+    bs, n = mlp["batch_size"], mlp["num_classes"]
     calls = QUICK["steps"] if opts.quick else 200
     windows = 1 if opts.quick else 7
     say(f"mlp emb overhead: loss and optimiser alone, {windows} x {calls} calls each")
@@ -445,25 +459,30 @@ def emb_overhead(device: torch.device, opts: argparse.Namespace, mlp: dict, say)
     emb_loss, base_loss = train.make_criterion(cfg), train.make_criterion(cfg | {"mode": "baseline"})
     model = build_model("mlp", n, in_channels=1, image_size=28).to(device)
     optimizer = make_optimizer(model, cfg)
-    extra = list(model.emb.parameters())  # head 2 and E: their gradients are None in a baseline step
+    leaves = (o1, o2, e)
 
-    def with_grads(emb: bool):
-        for p in model.parameters():
-            p.grad = torch.zeros_like(p) if emb or all(p is not q for q in extra) else None
-        return optimizer.step
+    def loss_step(fn):
+        def run():
+            for t in leaves:  # as in a real step: the gradients are new tensors, not accumulated
+                t.grad = None
+            fn().backward()
+        return run
 
-    fns = {("loss", "baseline"): lambda: base_loss(o1, y).backward(),
-           ("loss", "emb"): lambda: emb_loss(o1, y, o2, e).backward()}
+    fns = {("loss", "baseline"): loss_step(lambda: base_loss(o1, y)),
+           ("loss", "emb"): loss_step(lambda: emb_loss(o1, y, o2, e))}
+    for fn in fns.values():
+        fn()
     secs = {k: [] for k in [*fns, ("optimizer", "baseline"), ("optimizer", "emb")]}
     for _ in range(windows):  # interleaved, as the steps
         for k, fn in fns.items():
             secs[k].append(_timed(fn, calls, device))
         for m in MODES:
-            step = with_grads(m == "emb")
-            step()
-            secs[("optimizer", m)].append(_timed(step, calls, device))
+            set_step_grads(model, emb=m == "emb")
+            optimizer.step()
+            secs[("optimizer", m)].append(_timed(optimizer.step, calls, device))
     ms = {k: 1000 * statistics.median(v) / calls for k, v in secs.items()}
-    out = {"calls": calls, "windows": windows,
+    out = {"calls": calls, "windows": windows, "batch_size": bs,
+           "note": "loss and optimiser parts timed in fp32 eager mode (no --amp/--compile)",
            "step_ms": {m: mlp["modes"][m]["ms_per_step"] for m in MODES},
            "loss_fwd_bwd_ms": {m: ms[("loss", m)] for m in MODES},
            "optimizer_step_ms": {m: ms[("optimizer", m)] for m in MODES}}
@@ -540,8 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python3 -m labelemb.bench", formatter_class=_Help,
         description="Time training steps of the four recipes' models on synthetic data of the real shapes: "
-                    "ours vs the authors' classic DataLoader pipeline, emb vs baseline, data share of the step, "
-                    "FLOP/s vs a fp32 matmul; prints a table and writes JSON. Per-task default steps "
+                    "ours vs a classic torchvision DataLoader pipeline (the authors' for CIFAR; PIL + ToTensor "
+                    "and a TensorDataset loader for MNIST), emb vs baseline, data share of the step, FLOP/s vs a "
+                    "fp32 matmul, and (mlp) where emb's extra time per step goes; prints a table and writes JSON. "
+                    "Per-task default steps "
                     f"(warm-up + repeats x timed steps): {defaults}.")
     a = p.add_argument
     a("--task", type=_task_list, default="all",

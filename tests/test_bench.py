@@ -51,7 +51,7 @@ def _close(a, b) -> bool:
 
 def test_header_config_env_and_matmul(result):
     r, stdout = result
-    assert r["format"] == "labelemb-bench/1"
+    assert r["format"] == "labelemb-bench/2"
     assert isinstance(r["created"], str) and r["command"][:3] == ["python3", "-m", "labelemb.bench"]
     cfg = r["config"]
     assert cfg["tasks"] == list(QUICK_TASKS) and cfg["quick"] is True and cfg["mode"] == "both"
@@ -130,7 +130,8 @@ def test_mlp_epoch_comparison(result):
 def test_mlp_emb_overhead_adds_up(result):
     r, stdout = result
     ov = r["mlp_emb_overhead"]
-    assert ov["calls"] == bench.QUICK["steps"] and ov["windows"] == 1
+    assert ov["calls"] == bench.QUICK["steps"] and ov["windows"] == 1 and ov["batch_size"] == 100
+    assert "fp32 eager" in ov["note"]
     for k in ("step_ms", "loss_fwd_bwd_ms", "optimizer_step_ms"):
         assert set(ov[k]) == {"baseline", "emb"} and all(_pos(v) for v in ov[k].values()), k
     assert ov["step_ms"]["emb"] == r["tasks"]["mlp"]["modes"]["emb"]["ms_per_step"]
@@ -166,17 +167,47 @@ def test_help_shows_defaults():
         assert s in h, s
 
 
-@pytest.mark.parametrize("task", ["mlp", "cifar10"])
-def test_classic_images_give_the_same_pixels_as_our_feed(task):
+@pytest.mark.parametrize("task,kind", [("mlp", "pil"), ("mlp", "tensors"), ("cifar10", "pil")])
+def test_classic_feeds_give_the_same_pixels_as_ours(task, kind):
     # the comparison is fair only if both feeds hand the model the same images (CIFAR: before
-    # the random crop/flip, i.e. the PIL ToTensor + Normalize against our normalisation)
-    import torchvision.transforms as T
-
+    # the random crop/flip, i.e. the feed's own ToTensor + Normalize against our normalisation)
     spec = bench.TASKS[task]
     data = bench.synthetic_dataset("x", spec, 6, seed=3)
-    tf = T.ToTensor() if not spec.cifar else T.Compose([T.ToTensor(), T.Normalize(bench.CIFAR_MEAN, bench.CIFAR_STD)])
-    ds = bench.ClassicImages(data.train_x, data.train_y, tf)
+    feed = bench.ClassicFeed(data, spec, 2, torch.device("cpu"), channels_last=False, kind=kind)
+    ds = feed.loader.dataset
+    if spec.cifar:
+        assert [type(t).__name__ for t in ds.transform.transforms] == [
+            "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+        ds.transform.transforms = ds.transform.transforms[2:]  # the deterministic part
     for i in (0, 5):
         x, y = ds[i]
-        assert x.shape == spec.shape and y == int(data.train_y[i])
+        assert x.shape == spec.shape and int(y) == int(data.train_y[i])
         torch.testing.assert_close(x, data.prepare(data.train_x[i:i + 1])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_classic_feed_rejects_unknown_kinds():
+    data = bench.synthetic_dataset("x", bench.TASKS["cifar10"], 4, seed=0)
+    for task, kind in (("mlp", "tensor"), ("cifar10", "tensors")):
+        with pytest.raises(ValueError, match="kind must be"):
+            bench.ClassicFeed(data, bench.TASKS[task], 2, torch.device("cpu"), channels_last=False, kind=kind)
+
+
+def test_step_grads_make_adam_skip_head2_and_E_in_baseline():
+    # emb_overhead times the optimiser step of each mode by leaving head 2's and E's gradients
+    # None in baseline, as zero_grad(set_to_none=True) leaves them in a real baseline step
+    from labelemb.models import build_model
+
+    model = build_model("mlp", 10, 1, 28)
+    opt = bench.make_optimizer(model, {"lr": 1e-3})
+    n_all, n_extra = len(list(model.parameters())), len(list(model.emb.parameters()))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bench.set_step_grads(model, emb=False)
+    opt.step()
+    assert len(opt.state) == n_all - n_extra
+    assert all(id(p) not in {id(q) for q in opt.state} for p in model.emb.parameters())
+    bench.set_step_grads(model, emb=True)
+    opt.step()
+    assert len(opt.state) == n_all
+    # zero gradients: Adam's first steps leave the weights where they were
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
