@@ -118,13 +118,6 @@ def synthetic_dataset(name: str, task: Task, n_train: int, seed: int, n_val: int
                    val_x=images(n_val) if n_val else None, val_y=labels(n_val) if n_val else None, **kw)
 
 
-def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    """The optimiser of ``train.run`` (its ``make_optimizer`` when it has one, else the same Adam)."""
-    if hasattr(train, "make_optimizer"):
-        return train.make_optimizer(model, cfg)
-    return torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
-
-
 def forward_flops(arch: str, task: Task, emb: bool) -> int:
     """Forward FLOPs per sample of the Linear and Conv2d layers, from their shapes.
 
@@ -272,7 +265,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.fwd = torch.compile(self.model) if opts.compile else self.model
         self.criterion = train.make_criterion(self.cfg, self.model)
-        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.optimizer = train.make_optimizer(self.model, self.cfg)
         self.emb = mode == "emb"
         self.amp_dtype = torch.bfloat16 if opts.amp else None
         self.model.train()
@@ -375,7 +368,7 @@ def _bare_epoch(cfg: dict, data: Dataset, device: torch.device, opts: argparse.N
                         image_size=data.train_x.shape[-1]).to(device)
     fwd = torch.compile(model) if cfg.get("compile") else model
     criterion = train.make_criterion(cfg, model)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = train.make_optimizer(model, cfg)
     emb = cfg["mode"] == "emb"
     amp_dtype = torch.bfloat16 if cfg.get("amp") else None
     bs = cfg["batch_size"]
@@ -458,7 +451,7 @@ def emb_overhead(device: torch.device, opts: argparse.Namespace, mlp: dict, say)
     cfg = dict(mode="emb", tau=2.0, alpha=0.9, beta=0.5, lr=1e-3)
     emb_loss, base_loss = train.make_criterion(cfg), train.make_criterion(cfg | {"mode": "baseline"})
     model = build_model("mlp", n, in_channels=1, image_size=28).to(device)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = train.make_optimizer(model, cfg)
     leaves = (o1, o2, e)
 
     def loss_step(fn):
