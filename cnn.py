@@ -2,11 +2,10 @@
 epoch; reported: the test error at the last evaluation."""
 import sys
 
-from labelemb.cli import Recipe, main
+from labelemb.cli import main
+from labelemb.config import RECIPES
 
-RECIPE = Recipe(task="cnn", arch="cnn", datasets=("mnist", "fashion-mnist"), results_dir="cnn_results",
-                epochs=15, batch_size=100, test_batch_size=1000, evals_per_epoch=5, drop_last=True,
-                val_size=5000)
+RECIPE = RECIPES["cnn"]
 
 if __name__ == "__main__":
     sys.exit(main(RECIPE))

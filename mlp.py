@@ -2,11 +2,10 @@
 reported: the test error at the evaluation with the best validation accuracy."""
 import sys
 
-from labelemb.cli import Recipe, main
+from labelemb.cli import main
+from labelemb.config import RECIPES
 
-RECIPE = Recipe(task="mlp", arch="mlp", datasets=("mnist", "fashion-mnist"), results_dir="mlp_results",
-                epochs=15, batch_size=100, test_batch_size=1000, evals_per_epoch=5, drop_last=True,
-                val_size=5000, reported="best_val")
+RECIPE = RECIPES["mlp"]
 
 if __name__ == "__main__":
     sys.exit(main(RECIPE))

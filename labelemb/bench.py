@@ -1,9 +1,9 @@
 """Training-speed benchmark of the four recipes' models: ``python3 -m labelemb.bench``.
 
 For each model on one device, with synthetic uint8 images of the real shapes (1x28x28 for
-MNIST, 3x32x32 for CIFAR) held in a :class:`labelemb.data.Dataset` (so our real batching,
+MNIST, 3x32x32 for CIFAR) held in a :class:`labelemb.dataset.Dataset` (so our real batching,
 augmentation and normalisation run), the real networks (``build_model``), criteria
-(``make_criterion``) and optimiser step (``train_step``), it measures
+and optimiser step (``train.build``, ``train_step``), it measures
 
 1. ms/step and images/s of our training step (``Dataset.train_batch`` + ``train_step``),
    baseline and emb, and emb/baseline;
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import math
 import statistics
 import sys
@@ -49,37 +48,49 @@ import torch
 import torch.nn as nn
 
 from . import train
-from .data import CIFAR_MEAN, CIFAR_STD, FASHION_CLASSES, Dataset
+from .bench_feeds import CLASSIC_WORKERS, ClassicFeed, OurFeed
+from .config import RECIPES, Config
+from .data import FASHION_CLASSES
+from .dataset import CIFAR_MEAN, CIFAR_STD, Dataset
+from .device import resolve_device
 from .models import build_model
+from .parsing import Parser, parser
 from .results import RunFiles, environment, write_json
+from .rng import make_generators
 
 BENCH_FORMAT = "labelemb-bench/2"  # 2: the MNIST classic feed is PIL + ToTensor
 MODES = ("baseline", "emb")
 MATMUL_N = 2048
-CLASSIC_WORKERS = 2  # the authors' CIFAR DataLoader
 EPOCH_STEPS = 550  # one MNIST epoch: 55,000 / 100
 
 
 @dataclass(frozen=True)
 class Task:
-    """One recipe's model and data shape, and how many steps to time by default."""
+    """One recipe (RECIPES[name]: model, batch) with its data's shape, and how many steps to time."""
 
-    arch: str
+    name: str
     shape: tuple[int, int, int]
     num_classes: int
-    batch_size: int
     n_train: int  # the real training set size (synthetic data of this size)
     cifar: bool  # augmentation + normalisation (CIFAR mean/std), the authors' DataLoader with workers
     steps: dict  # device type -> timed steps per window
     warmup: int
     repeats: int
 
+    @property
+    def arch(self) -> str:
+        return RECIPES[self.name].arch
+
+    @property
+    def batch_size(self) -> int:
+        return RECIPES[self.name].batch_size
+
 
 TASKS = {
-    "mlp": Task("mlp", (1, 28, 28), 10, 100, 55_000, False, {"cpu": 100, "cuda": 300}, 10, 3),
-    "cnn": Task("cnn", (1, 28, 28), 10, 100, 55_000, False, {"cpu": 20, "cuda": 200}, 3, 5),
-    "cifar10": Task("resnet8", (3, 32, 32), 10, 128, 50_000, True, {"cpu": 3, "cuda": 50}, 1, 1),
-    "cifar100": Task("resnet18", (3, 32, 32), 100, 128, 50_000, True, {"cpu": 2, "cuda": 30}, 1, 1),
+    "mlp": Task("mlp", (1, 28, 28), 10, 55_000, False, {"cpu": 100, "cuda": 300}, 10, 3),
+    "cnn": Task("cnn", (1, 28, 28), 10, 55_000, False, {"cpu": 20, "cuda": 200}, 3, 5),
+    "cifar10": Task("cifar10", (3, 32, 32), 10, 50_000, True, {"cpu": 3, "cuda": 50}, 1, 1),
+    "cifar100": Task("cifar100", (3, 32, 32), 100, 50_000, True, {"cpu": 2, "cuda": 30}, 1, 1),
 }
 # --quick: the real image shapes, few steps, and a small batch for the ResNets
 QUICK = dict(steps=2, warmup=1, repeats=1, resnet_batch=4, epoch_steps=20)
@@ -160,119 +171,22 @@ def matmul_flops(device: torch.device, windows: int, min_seconds: float = 0.3) -
             "float32_matmul_precision": torch.get_float32_matmul_precision()}
 
 
-# ----------------------------------------------------------------------------- the feeds
-class OurFeed:
-    """Batches as ``train.run`` draws them: a permutation per epoch, then ``Dataset.train_batch``
-    (gather, random crop + flip for CIFAR, normalise) on the training device."""
-
-    name = "ours"
-
-    def __init__(self, data: Dataset, batch_size: int, device: torch.device, seed: int):
-        self.data, self.bs, self.device = data, batch_size, device
-        self.perm_gen = torch.Generator().manual_seed(seed + 1)
-        self.aug_gen = self.perm_gen if device.type == "cpu" else torch.Generator(device=device)
-        if device.type != "cpu":
-            self.aug_gen.manual_seed(seed + 2)
-        self.steps = len(data.train_y) // batch_size
-        self.pos = self.steps  # draw a permutation on the first call
-
-    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.pos == self.steps:
-            self.perm = torch.randperm(len(self.data.train_y), generator=self.perm_gen).to(self.device)
-            self.pos = 0
-        idx = self.perm[self.pos * self.bs:(self.pos + 1) * self.bs]
-        self.pos += 1
-        return self.data.train_batch(idx, self.aug_gen)
-
-
-class ClassicImages(torch.utils.data.Dataset):
-    """torchvision.datasets.CIFAR10 / MNIST in miniature: uint8 images (HWC, or HW for one channel)
-    turned into a PIL image per sample and transformed, as those datasets' ``__getitem__`` do.
-    The images are held on the host (as those datasets hold them), whatever device ``x`` is on."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
-        x = x.cpu().permute(0, 2, 3, 1)
-        self.data = (x[..., 0] if x.shape[-1] == 1 else x).contiguous().numpy()
-        self.targets = y.tolist()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.data[i])), self.targets[i]
-
-
-class ClassicFeed:
-    """A DataLoader (shuffled) whose batches are moved to the device.
-
-    ``kind="pil"``: the torchvision way (the authors' CIFAR pipeline; for MNIST the usual
-    ``datasets.MNIST(transform=ToTensor())`` feed); ``kind="tensors"``: a TensorDataset of the
-    images already as floats, the cheapest DataLoader feed there is (MNIST only).
-    """
-
-    def __init__(self, data: Dataset, task: Task, batch_size: int, device: torch.device, channels_last: bool,
-                 kind: str = "pil"):
-        import torchvision.transforms as T
-
-        if kind not in ("pil", "tensors") or (task.cifar and kind != "pil"):
-            raise ValueError(f"kind must be 'pil' (any task) or 'tensors' (MNIST), got {kind!r} for {task.arch}")
-        workers = 0
-        if task.cifar:
-            transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                                   T.Normalize(CIFAR_MEAN, CIFAR_STD)])
-            ds = ClassicImages(data.train_x, data.train_y, transform)
-            workers = CLASSIC_WORKERS
-            what = ("ClassicImages as torchvision.datasets.CIFAR10 (PIL image per sample: RandomCrop(32, "
-                    "padding=4), RandomHorizontalFlip, ToTensor, Normalize)")
-        elif kind == "pil":
-            ds = ClassicImages(data.train_x, data.train_y, T.ToTensor())
-            what = "ClassicImages as torchvision.datasets.MNIST (PIL image per sample, ToTensor)"
-        else:
-            ds = torch.utils.data.TensorDataset(data.train_x.cpu().float().div_(255), data.train_y.cpu())
-            what = "TensorDataset of float images in [0, 1]"
-        self.description = (f"{what} in DataLoader(batch_size={batch_size}, shuffle=True, num_workers={workers}), "
-                            "then .to(device)")
-        self.loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                                  drop_last=True)
-        self.device, self.channels_last = device, channels_last
-        self.it = iter(self.loader)
-
-    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            x, y = next(self.it)
-        except StopIteration:  # a new epoch (sizes are chosen so that timed windows do not hit this)
-            self.it = iter(self.loader)
-            x, y = next(self.it)
-        x, y = x.to(self.device), y.to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
-
-
 # ----------------------------------------------------------------------------- one model
-class Trainer:
-    """One mode's model, criterion and optimiser, set up as ``train.run`` sets them up."""
+def bench_config(name: str, mode: str, batch_size: int, opts: argparse.Namespace, **changes) -> Config:
+    """The recipe's Config for one timed model, with the benchmark's batch, seed and speed options."""
+    return RECIPES[name].config(mode=mode, batch_size=batch_size, seed=opts.seed, quiet=True, amp=opts.amp,
+                                channels_last=opts.channels_last, compile=opts.compile, **changes)
 
-    def __init__(self, task: Task, mode: str, device: torch.device, opts: argparse.Namespace):
-        self.cfg = dict(mode=mode, tau=2.0, alpha=0.9, beta=0.5, lr=1e-3)
-        torch.manual_seed(opts.seed)
-        self.model = build_model(task.arch, task.num_classes, in_channels=task.shape[0],
-                                 image_size=task.shape[-1]).to(device)
-        if opts.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.fwd = torch.compile(self.model) if opts.compile else self.model
-        self.criterion = train.make_criterion(self.cfg, self.model)
-        self.optimizer = train.make_optimizer(self.model, self.cfg)
-        self.emb = mode == "emb"
-        self.amp_dtype = torch.bfloat16 if opts.amp else None
-        self.model.train()
 
-    def step(self, feed) -> None:
+def make_step(cfg: Config, data: Dataset, device: torch.device):
+    """One training step of the model ``train.build`` makes for ``cfg``, fed by a feed."""
+    parts = train.build(cfg, data, device)
+
+    def step(feed) -> None:
         x, y = feed()
-        train.train_step(self.fwd, self.criterion, self.optimizer, x, y, self.emb, self.amp_dtype)
+        train.train_step(parts.train_net, parts.criterion, parts.optimizer, x, y, cfg.two_heads, parts.amp_dtype)
+
+    return step
 
 
 def _summary(secs: list[float], steps: int, batch: int) -> dict:
@@ -294,14 +208,15 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
     needed = (len(modes) * warmup + repeats * ((len(modes) + 1) * steps + drain) + 2) * bs
     n_train = max(needed, min(task.n_train, 4096)) if opts.quick else max(task.n_train, needed)
     data = synthetic_dataset(name, task, n_train, opts.seed).to(device)
-    data.channels_last = bool(opts.channels_last)
+    if opts.channels_last:
+        data = data.with_channels_last()
     say(f"{name}: {task.arch}, batch {bs}, {n_train} synthetic images {'x'.join(map(str, task.shape))}, "
         f"{warmup} warm-up + {repeats} x {steps} timed steps per measurement")
 
     out = {"arch": task.arch, "input_shape": list(task.shape), "num_classes": task.num_classes,
            "batch_size": bs, "n_train": n_train, "steps": steps, "warmup": warmup, "repeats": repeats,
            "modes": {}}
-    trainers = {m: Trainer(task, m, device, opts) for m in modes}
+    steps_of = {m: make_step(bench_config(name, m, bs, opts), data, device) for m in modes}
     feeds = {"ours": OurFeed(data, bs, device, opts.seed),
              "classic": ClassicFeed(data, task, bs, device, bool(opts.channels_last))}
     if not task.cifar:  # MNIST: also the leanest DataLoader feed, for an honest lower bound
@@ -311,11 +226,11 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
     for f, feed in feeds.items():
         for m in modes:
             for _ in range(warmup):
-                trainers[m].step(feed)
+                steps_of[m](feed)
     for r in range(repeats):  # interleaved windows: a busy machine slows every mode alike
         for f, feed in feeds.items():
             for m in (modes if r % 2 == 0 else modes[::-1]):  # neither mode always goes first
-                secs[(m, f)].append(_timed(lambda: trainers[m].step(feed), steps, device))
+                secs[(m, f)].append(_timed(lambda: steps_of[m](feed), steps, device))
             # The data alone over the same number of steps. The classic loader's workers have
             # filled their queue during the training window: take those batches first, so that
             # the window times the loader's own throughput, not batches made in advance.
@@ -351,41 +266,25 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
 
 
 # ----------------------------------------------------------------------------- MLP epoch (issue 2)
-def _mlp_recipe():
-    """mlp.py's Recipe, loaded from the script itself so that the bench cannot drift from it."""
-    path = Path(__file__).resolve().parents[1] / "mlp.py"
-    spec = importlib.util.spec_from_file_location("_labelemb_mlp_script", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.RECIPE
-
-
-def _bare_epoch(cfg: dict, data: Dataset, device: torch.device, opts: argparse.Namespace) -> float:
-    """Seconds of a bare forward/backward/step loop over pre-built batch tensors (same model,
-    optimiser, criterion and batches as the recipe, nothing else)."""
-    train.seed_everything(cfg["seed"])
-    model = build_model(cfg["arch"], data.num_classes, in_channels=data.train_x.shape[1],
-                        image_size=data.train_x.shape[-1]).to(device)
-    fwd = torch.compile(model) if cfg.get("compile") else model
-    criterion = train.make_criterion(cfg, model)
-    optimizer = train.make_optimizer(model, cfg)
-    emb = cfg["mode"] == "emb"
-    amp_dtype = torch.bfloat16 if cfg.get("amp") else None
-    bs = cfg["batch_size"]
-    perm = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg["seed"] + 1)).to(device)
+def _bare_epoch(cfg: Config, data: Dataset, device: torch.device) -> float:
+    """Seconds of a bare forward/backward/step loop over pre-built batch tensors (the model,
+    optimiser, criterion and batches of ``train.build`` and the recipe, nothing else)."""
+    parts = train.build(cfg, data, device)
+    net, criterion, optimizer, amp_dtype = parts.train_net, parts.criterion, parts.optimizer, parts.amp_dtype
+    bs = cfg.batch_size
+    perm = torch.randperm(len(data.train_y), generator=make_generators(cfg.seed, device).data).to(device)
     steps = len(data.train_y) // bs
     batches = [(data.prepare(data.train_x[perm[i * bs:(i + 1) * bs]]), data.train_y[perm[i * bs:(i + 1) * bs]])
                for i in range(steps)]
-    model.train()
 
     def loop():
         for x, y in batches:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                if emb:
-                    o1, o2, e = fwd(x, y)
+                if cfg.two_heads:
+                    o1, o2, e = net(x, y)
                 else:
-                    o1 = fwd(x)
-            loss = criterion(o1, y, o2, e) if emb else criterion(o1, y)
+                    o1 = net(x)
+            loss = criterion(o1, y, o2, e) if cfg.two_heads else criterion(o1, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -395,30 +294,22 @@ def _bare_epoch(cfg: dict, data: Dataset, device: torch.device, opts: argparse.N
 
 def mlp_epoch(device: torch.device, opts: argparse.Namespace, say) -> dict:
     """One epoch of ``train.run`` (mlp.py's recipe, 1 epoch, --quiet) vs the bare loop, per mode."""
-    from .cli import build_parser, make_config
-
     steps = opts.epoch_steps or (QUICK["epoch_steps"] if opts.quick else EPOCH_STEPS)
-    recipe = _mlp_recipe()
     task = TASKS["mlp"]
     n_val, n_test = (500, 1000) if opts.quick else (5000, 10000)
-    data = synthetic_dataset("fashion-mnist", task, steps * recipe.batch_size, opts.seed, n_val, n_test).to(device)
+    data = synthetic_dataset("fashion-mnist", task, steps * task.batch_size, opts.seed, n_val, n_test).to(device)
     modes = MODES if opts.mode == "both" else (opts.mode,)
-    say(f"mlp epoch: {steps} steps of batch {recipe.batch_size}, train.run vs a bare loop over pre-built batches")
+    say(f"mlp epoch: {steps} steps of batch {task.batch_size}, train.run vs a bare loop over pre-built batches")
     out = {"method": ("ours: train.run with mlp.py's recipe for 1 epoch (--quiet, evaluation excluded: the "
                       "record's epoch_seconds) on a synthetic Fashion-MNIST-shaped dataset; bare: zero_grad/"
                       "forward/loss/backward/step over the same number of pre-built normalised batch tensors"),
-           "steps": steps, "batch_size": recipe.batch_size, "modes": {}}
+           "steps": steps, "batch_size": task.batch_size, "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for m in modes:
-            argv = ["--mode", m, "--dataset", "fashion-mnist", "--epochs", "1", "--quiet", "--device", device.type,
-                    "--results-dir", tmp, "--seed", str(opts.seed)]
-            argv += [f for f, on in (("--amp", opts.amp), ("--channels-last", opts.channels_last),
-                                     ("--compile", opts.compile)) if on]
-            args = build_parser(recipe).parse_args(argv)
-            cfg = make_config(recipe, args, 0)
-            bare = _bare_epoch(cfg, data, device, opts)
-            files = RunFiles(tmp, f"bench_{m}")
-            record = train.run(cfg, data, device, files)
+            cfg = bench_config("mlp", m, task.batch_size, opts, dataset="fashion-mnist", epochs=1,
+                               device=device.type, results_dir=tmp)
+            bare = _bare_epoch(cfg, data, device)
+            record = train.run(cfg, data, device, RunFiles(tmp, f"bench_{m}"))
             ours = record["epoch_seconds"][0]
             out["modes"][m] = {"ours_seconds": ours, "bare_seconds": bare, "ours_over_bare": ours / bare}
     if len(modes) == 2:
@@ -448,10 +339,10 @@ def emb_overhead(device: torch.device, opts: argparse.Namespace, mlp: dict, say)
     g = torch.Generator().manual_seed(opts.seed)
     o1, o2, e = (torch.randn(bs, n, generator=g).to(device).requires_grad_() for _ in range(3))
     y = torch.randint(0, n, (bs,), generator=g).to(device)
-    cfg = dict(mode="emb", tau=2.0, alpha=0.9, beta=0.5, lr=1e-3)
-    emb_loss, base_loss = train.make_criterion(cfg), train.make_criterion(cfg | {"mode": "baseline"})
-    model = build_model("mlp", n, in_channels=1, image_size=28).to(device)
-    optimizer = train.make_optimizer(model, cfg)
+    cfg = RECIPES["mlp"].config(mode="emb")
+    emb_loss, base_loss = train.make_criterion(cfg), train.make_criterion(cfg.replace(mode="baseline"))
+    model = build_model(cfg.arch, n, in_channels=1, image_size=28).to(device)
+    optimizer = train.make_optimizer(model, cfg.lr)
     leaves = (o1, o2, e)
 
     def loss_step(fn):
@@ -534,29 +425,16 @@ def _task_list(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, as the training scripts
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except None ones (their help says what None means)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     defaults = "; ".join(f"{k}: {t.warmup} + {t.repeats} x {t.steps['cpu']} (cuda {t.steps['cuda']})"
                          for k, t in TASKS.items())
-    p = _Parser(
-        prog="python3 -m labelemb.bench", formatter_class=_Help,
-        description="Time training steps of the four recipes' models on synthetic data of the real shapes: "
-                    "ours vs a classic torchvision DataLoader pipeline (the authors' for CIFAR; PIL + ToTensor "
-                    "and a TensorDataset loader for MNIST), emb vs baseline, data share of the step, FLOP/s vs a "
-                    "fp32 matmul, and (mlp) where emb's extra time per step goes; prints a table and writes JSON. "
-                    "Per-task default steps "
-                    f"(warm-up + repeats x timed steps): {defaults}.")
+    p = parser(
+        "python3 -m labelemb.bench",
+        "Time training steps of the four recipes' models on synthetic data of the real shapes: "
+        "ours vs a classic torchvision DataLoader pipeline (the authors' for CIFAR; PIL + ToTensor "
+        "and a TensorDataset loader for MNIST), emb vs baseline, data share of the step, FLOP/s vs a "
+        "fp32 matmul, and (mlp) where emb's extra time per step goes; prints a table and writes JSON. "
+        f"Per-task default steps (warm-up + repeats x timed steps): {defaults}.")
     a = p.add_argument
     a("--task", type=_task_list, default="all",
       help=f"'all' or a comma-separated list of {','.join(TASKS)} (cifar10: ResNet-8, cifar100: ResNet-18)")
@@ -592,12 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--warmup must be >= 0, got {opts.warmup}")
     if opts.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but no CUDA device is available; use --device cpu or auto")
-    device = torch.device("cuda" if opts.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if opts.device == "auto" else opts.device))
+    device = resolve_device(opts.device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as train.run
     out_path = Path(opts.out or f"bench_{device.type}.json")
 
     def say(msg: str) -> None:

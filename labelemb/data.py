@@ -1,9 +1,8 @@
-"""Datasets as uint8 tensors on the training device, batched and augmented there.
+"""Dataset readers: the real on-disk formats into a :class:`~labelemb.dataset.Dataset`.
 
-Readers for the real on-disk formats (MNIST-style IDX, gzipped or not; the CIFAR python
-pickle batches), torchvision download as a fallback where a network exists, the TensorFlow
-MNIST split (first 5,000 training images are validation), and CIFAR augmentation (zero-pad 4,
-random 32x32 crop, random horizontal flip) done for a whole batch in one gather.
+MNIST-style IDX (gzipped or not), the CIFAR python pickle batches, your own image folders
+(:mod:`labelemb.imagefolder`); torchvision download as a fallback where a network exists; the
+TensorFlow MNIST split (the first 5,000 training images are validation).
 """
 from __future__ import annotations
 
@@ -13,16 +12,14 @@ import pickle
 import shutil
 import struct
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .dataset import CIFAR_MEAN, CIFAR_STD, Dataset
 from .errors import DataError
-
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 statistics, used for CIFAR-100 too (SPEC §2)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
+from .imagefolder import load_imagefolder
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -31,96 +28,6 @@ SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 # dataset name -> torchvision class name (also its folder name under root)
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DATASETS = tuple(_TORCHVISION)
-
-
-@dataclass
-class Dataset:
-    """Images as uint8 N x C x H x W and int64 labels, one tensor each, plus class names."""
-
-    name: str
-    classes: list[str]
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    val_x: torch.Tensor | None = None
-    val_y: torch.Tensor | None = None
-    mean: tuple[float, ...] | None = None  # per-channel normalisation, None = just scale to [0, 1]
-    std: tuple[float, ...] | None = None
-    augment: bool = False  # pad-4 random crop + horizontal flip on training batches
-    channels_last: bool = False  # hand batches to the model in channels-last memory format (--channels-last)
-    _padded: torch.Tensor | None = field(default=None, repr=False)
-    _mean_std: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def to(self, device: torch.device) -> "Dataset":
-        for k in ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y"):
-            v = getattr(self, k)
-            if v is not None:
-                setattr(self, k, v.to(device))
-        self._padded = None
-        return self
-
-    # ------------------------------------------------------------------ batches
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 -> float in [0, 1], then (x - mean) / std where the recipe normalises."""
-        x = x.float().div_(255)
-        if self.mean is not None:
-            if self._mean_std is None or self._mean_std[0].device != x.device:  # made once, not per batch
-                self._mean_std = tuple(torch.tensor(v, device=x.device).view(1, -1, 1, 1)
-                                       for v in (self.mean, self.std))
-            x = x.sub_(self._mean_std[0]).div_(self._mean_std[1])
-        return x
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """A uint8 batch as the model takes it: normalised, channels-last if asked for."""
-        x = self.normalise(x)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def train_batch(self, idx: torch.Tensor, gen: torch.Generator | None,
-                    part: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training batch ``idx`` (indices on the data's device), augmented if the recipe says so.
-
-        ``part`` keeps only that slice of the batch (one rank's shard); the random crops and flips
-        are still drawn for the whole batch, so the shards of all ranks equal one process's batch.
-        """
-        part = part or slice(None)
-        if not self.augment:
-            return self.prepare(self.train_x[idx[part]]), self.train_y[idx[part]]
-        x = random_crop_flip(self._padded_train(), idx, 4, gen, part)
-        return self.prepare(x), self.train_y[idx[part]]
-
-    def _padded_train(self) -> torch.Tensor:
-        # Zero-pad once (uint8, on the device): torchvision's RandomCrop(padding=4) pads with
-        # black pixels before normalisation, which is what zeros here are too.
-        if self._padded is None:
-            self._padded = torch.nn.functional.pad(self.train_x, (4, 4, 4, 4))
-        return self._padded
-
-
-def random_crop_flip(padded: torch.Tensor, idx: torch.Tensor, pad: int,
-                     gen: torch.Generator | None, part: slice | None = None) -> torch.Tensor:
-    """Random (H x W) crops of the padded images ``padded[idx]``, each flipped with p = 1/2.
-
-    One gather for the whole batch: crop offsets and the flip become index arithmetic. The draws
-    are made for all of ``idx``; ``part`` then keeps a slice of the batch.
-    """
-    b = idx.numel()
-    _, c, hp, wp = padded.shape
-    h, w = hp - 2 * pad, wp - 2 * pad
-    dev = padded.device
-    offs = torch.randint(0, 2 * pad + 1, (2, b), device=dev, generator=gen)
-    flip = torch.randint(0, 2, (b,), device=dev, generator=gen).bool()
-    if part is not None:
-        idx, offs, flip = idx[part], offs[:, part], flip[part]
-    ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
-    rows = offs[0, :, None] + ar_h  # b x h
-    cols = offs[1, :, None] + torch.where(flip[:, None], (w - 1) - ar_w, ar_w)  # b x w
-    return padded[idx[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
 
 
 # ---------------------------------------------------------------------------------- IDX
@@ -292,8 +199,11 @@ def _download(root: Path, name: str) -> None:
                         f"without network, copy the dataset there or pass --data FOLDER holding it") from None
 
 
-def default_data_dir(name: str) -> str:
-    """./data, except Fashion-MNIST where the Debian package has installed it."""
+def default_data_dir(name: str) -> str | None:
+    """./data, except Fashion-MNIST where the Debian package has installed it; None for
+    ``imagefolder`` (your own images have no default place)."""
+    if name == "imagefolder":
+        return None
     if name == "fashion-mnist" and SYSTEM_FASHION_MNIST.is_dir():
         return str(SYSTEM_FASHION_MNIST)
     return "./data"
@@ -302,12 +212,12 @@ def default_data_dir(name: str) -> str:
 def load_dataset(name: str, root: str | os.PathLike, val_size: int = 5000, download: bool = True,
                  resize: bool = False) -> Dataset:
     """``resize`` applies to ``imagefolder`` only (scale every image to 32x32 when decoding)."""
+    if Path(root).exists() and not Path(root).is_dir():
+        raise DataError(f"--data {root} is a file, not a folder; pass the folder that holds the dataset")
     if name in ("mnist", "fashion-mnist"):
         return load_mnist(root, name, val_size=val_size, download=download)
     if name in _CIFAR:
         return load_cifar(root, name, download=download)
     if name == "imagefolder":
-        from .imagefolder import load_imagefolder
-
         return load_imagefolder(root, resize=resize)
     raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, imagefolder")

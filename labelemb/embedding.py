@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ALPHA, BETA, TAU, check
+
 
 class LabelEmbedding(nn.Module):
     """Head 2 on *detached* features and the label embedding E (n x n, identity at start).
@@ -72,15 +74,6 @@ class CompressedLabelEmbedding(nn.Module):
     def soft_targets(self) -> torch.Tensor:
         """softmax(E): row y is the soft distribution label y is trained towards."""
         return self.matrix().softmax(dim=1)
-
-
-def _check_hparams(tau: float, alpha: float, beta: float) -> None:
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0 (the paper uses 2), got {tau}")
-    if not 0 < alpha <= 1:
-        raise ValueError(f"alpha must be in (0, 1] (the paper uses 0.9), got {alpha}")
-    if not 0 <= beta <= 1:
-        raise ValueError(f"beta must be in [0, 1] (the paper uses 0.5), got {beta}")
 
 
 class _LabelEmbLossFn(torch.autograd.Function):
@@ -146,9 +139,10 @@ class LabelEmbLoss(nn.Module):
     L_emb_o2 only (its soft target enters head 1's loss as a constant).
     """
 
-    def __init__(self, tau: float = 2.0, alpha: float = 0.9, beta: float = 0.5):
+    def __init__(self, tau: float = TAU, alpha: float = ALPHA, beta: float = BETA):
         super().__init__()
-        _check_hparams(tau, alpha, beta)
+        for name, value in (("tau", tau), ("alpha", alpha), ("beta", beta)):
+            check(name, value)  # ValueError naming the bad one
         self.tau, self.alpha, self.beta = float(tau), float(alpha), float(beta)
 
     def extra_repr(self) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import CIFAR_MEAN, CIFAR_STD, Dataset
+from .dataset import CIFAR_MEAN, CIFAR_STD, Dataset
 from .errors import DataError
 
 SIZE = 32  # the CIFAR recipes' image size

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ARCHS
 from .embedding import CompressedLabelEmbedding, LabelEmbedding
 
 
@@ -152,9 +153,6 @@ class LabelEmbNet(nn.Module):
             return o1
         o2, e = self.emb(h, target)
         return o1, o2, e
-
-
-ARCHS = ("mlp", "cnn", "resnet18", "resnet8")
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 28,

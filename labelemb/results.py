@@ -24,6 +24,20 @@ CURVE_FIELDS = ["epoch", "step", "train_acc", "train_loss", "val_acc", "test_acc
                 "test_error_pct", "train_seconds"]
 
 
+def reported_metric(curve: list[dict], how: str) -> dict:
+    """SPEC §2: the last point's test error (``final``), or (mlp, ``best_val``) the test error at
+    the best validation accuracy, ties going to the later point."""
+    if not curve:
+        return {}
+    if how == "best_val":
+        best = max(range(len(curve)), key=lambda i: (curve[i]["val_acc"], i))
+        row, name = curve[best], "test error at best validation accuracy"
+    else:
+        row, name = curve[-1], "final test error"
+    return {"metric": how, "description": name, "test_error_pct": row["test_error_pct"],
+            "epoch": row["epoch"], "step": row["step"]}
+
+
 def atomic_write(path: Path, data: bytes, keep_previous: Path | None = None) -> None:
     """Write via a temporary file, fsync, rename; the old file becomes ``keep_previous`` if given."""
     path = Path(path)

@@ -20,16 +20,33 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .config import SMOOTHING, check
 from .embedding import _reduction
+
+
+class StatefulLoss(nn.Module):
+    """A loss that carries state from one epoch to the next (online label smoothing).
+
+    The training loop calls :meth:`end_epoch` after every epoch, and saves :meth:`checkpoint_state`
+    with each checkpoint, handing it back to :meth:`load_checkpoint_state` on resume.
+    """
+
+    def end_epoch(self, dist=None) -> None:
+        raise NotImplementedError
+
+    def checkpoint_state(self, dist=None) -> dict:
+        raise NotImplementedError
+
+    def load_checkpoint_state(self, state: dict, carry_sums: bool = True) -> None:
+        raise NotImplementedError
 
 
 class LabelSmoothingLoss(nn.Module):
     """``(1 - eps) * CE(onehot(y), o1) + eps * CE(uniform, o1)``, mean over the batch."""
 
-    def __init__(self, smoothing: float = 0.1):
+    def __init__(self, smoothing: float = SMOOTHING):
         super().__init__()
-        if not 0 <= smoothing < 1:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        check("smoothing", smoothing)
         self.smoothing = float(smoothing)
 
     def extra_repr(self) -> str:
@@ -55,8 +72,7 @@ class SoftTargetLoss(nn.Module):
         super().__init__()
         if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
             raise ValueError(f"matrix must be n x n with n >= 2, got shape {tuple(matrix.shape)}")
-        if not 0 <= hard_weight <= 1:
-            raise ValueError(f"hard_weight must be in [0, 1], got {hard_weight}")
+        check("hard_weight", hard_weight)
         self.hard_weight = float(hard_weight)
         self.register_buffer("matrix", matrix.detach().float().clone())
 
@@ -77,7 +93,7 @@ class SoftTargetLoss(nn.Module):
         """Hook for subclasses that learn from the training outputs."""
 
 
-class OnlineLabelSmoothingLoss(SoftTargetLoss):
+class OnlineLabelSmoothingLoss(SoftTargetLoss, StatefulLoss):
     """Online label smoothing (Zhang et al., IEEE TIP 2021); see the module docstring.
 
     Buffers: ``matrix`` (S of the previous epoch, uniform at the start), ``sums`` (per class, the

@@ -1,17 +1,16 @@
-"""The training loop shared by the four recipes: train, evaluate at the recipe's points,
-record, checkpoint, resume.
+"""The training loop shared by the four recipes.
 
-Read top to bottom: :func:`train_step` is one optimiser step, :func:`evaluate` one pass over
-a held-out set, :func:`run` a whole run (or the rest of one, from a checkpoint).
+How a run flows: :func:`build` turns a :class:`~labelemb.config.Config` into the parts of a run
+(the network and its DDP/compile wrappers, optimiser, scheduler, loss, generators), restored from
+a checkpoint when one is given. :func:`run` then trains from one evaluation point to the next
+(:func:`train_steps`, each step one :func:`train_step`), evaluates there (:func:`evaluate`),
+rewrites the record, and at the end of every epoch snapshots E and writes a checkpoint.
 """
 from __future__ import annotations
 
 import math
-import os
-import random
-import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -19,60 +18,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import Dataset
+from .config import Config
+from .dataset import Dataset
+from .device import configure
 from .distributed import Dist
 from .embedding import BaselineLoss, CompressedLabelEmbedding, LabelEmbLoss
 from .errors import UserError
-from .models import build_model
-from .results import RECORD_FORMAT, RunFiles, environment
-from .smoothing import LabelSmoothingLoss, OnlineLabelSmoothingLoss, SoftTargetLoss
+from .interrupt import Interrupted, RunFailed, StopFlag, stop_agreed
+from .models import LabelEmbNet, build_model
+from .results import RECORD_FORMAT, RunFiles, environment, reported_metric
+from .rng import Generators, make_generators, rng_states, seed_everything, set_rng_states
+from .smoothing import LabelSmoothingLoss, OnlineLabelSmoothingLoss, SoftTargetLoss, StatefulLoss
 
-# baseline and emb are the paper's; ls (label smoothing) and ols (online label smoothing) are rivals
-MODES = ("baseline", "emb", "ls", "ols")
 CKPT_FORMAT = "labelemb-ckpt/1"
 DRY_RUN_STEPS = 3  # --dry-run: this many training steps of one epoch ...
 DRY_RUN_EVAL = 500  # ... evaluated on at most this many samples per held-out set
 SNAPSHOT_MAX_CLASSES = 1000  # --emb-dim: per-epoch n x n snapshots of E only up to this many classes
+NPY_MAGIC = b"\x93NUMPY"
 
 
-class RunFailed(Exception):
-    """The run stopped on its own (non-finite loss); its record is marked failed."""
-
-
-class Interrupted(Exception):
-    """SIGINT/SIGTERM: a checkpoint was written; the run can be resumed."""
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM so the loop stops after the current step; a second SIGINT exits at once.
-
-    Every file is written atomically, so exiting at once never leaves half a file behind.
-    """
-
-    def __init__(self):
-        self.requested: str | None = None
-        self._old = {}
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            print("\nsecond interrupt: exiting now (files are written atomically, nothing is half-written)",
-                  flush=True)
-            os._exit(130)
-        self.requested = signal.Signals(signum).name
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-# ----------------------------------------------------------------------------- one step
-def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    """The recipe's Adam (lr, betas 0.9/0.999, eps 1e-8, no weight decay) over every parameter.
+# ----------------------------------------------------------------------------- the parts of a run
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The recipe's Adam (betas 0.9/0.999, eps 1e-8, no weight decay) over every parameter.
 
     The fused implementation (CUDA; CPU since torch 2.4) is the same update in one kernel for
     all parameters instead of about ten small ops per parameter, which on a CPU dominated the
@@ -80,39 +47,37 @@ def make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     """
     dev = next(model.parameters()).device.type
     fused = dev == "cuda" or (dev == "cpu" and tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4))
-    return torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                             fused=fused or None)
 
 
-def make_criterion(cfg: dict, model: nn.Module | None = None) -> nn.Module:
-    """The loss of ``cfg["mode"]``; ``model`` (a LabelEmbNet) is needed by ``ols`` (its class
-    count) and by ``--freeze-emb`` (the fixed E, read when the criterion is made)."""
-    mode = cfg["mode"]
-    if mode == "emb" and cfg.get("freeze_emb"):
+def make_criterion(cfg: Config, model: LabelEmbNet | None = None) -> nn.Module:
+    """The loss of ``cfg.mode``; ``model`` is needed by ``ols`` (its class count) and by
+    ``--freeze-emb`` (the fixed E, read when the criterion is made)."""
+    if cfg.mode == "emb" and cfg.freeze_emb:
         # E fixed: beta*CE(y, o1) + (1-beta)*CE(softmax(E[y]), o1), constant soft targets, head 2 unused
-        return SoftTargetLoss(model.emb.soft_targets(), hard_weight=cfg["beta"])
-    if mode == "emb":
-        return LabelEmbLoss(tau=cfg["tau"], alpha=cfg["alpha"], beta=cfg["beta"])
-    if mode == "ls":
-        return LabelSmoothingLoss(cfg["smoothing"])
-    if mode == "ols":
+        return SoftTargetLoss(model.emb.soft_targets(), hard_weight=cfg.beta)
+    if cfg.mode == "emb":
+        return LabelEmbLoss(tau=cfg.tau, alpha=cfg.alpha, beta=cfg.beta)
+    if cfg.mode == "ls":
+        return LabelSmoothingLoss(cfg.label_smoothing)
+    if cfg.mode == "ols":
         return OnlineLabelSmoothingLoss(model.num_classes, hard_weight=0.5)
     return BaselineLoss()
-
-
-def uses_head2(cfg: dict) -> bool:
-    """Whether the step computes head 2 and E[y] (LabelEmb with a learned E)."""
-    return cfg["mode"] == "emb" and not cfg.get("freeze_emb")
 
 
 def load_init_emb(path: str, num_classes: int) -> torch.Tensor:
     """E from a saved ``.npy`` (``--init-emb``): an n x n matrix, or an emb run's per-epoch stack
     (epochs, n, n), of which the last epoch is taken. UserError (one line) for anything else."""
+    hint = "pass the _emb.npy file of an earlier emb run"
     try:
+        with open(path, "rb") as f:
+            if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise UserError(f"--init-emb {path}: cannot read it as a .npy array (not a .npy file: no NumPy "
+                                f"header); {hint}")
         a = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"--init-emb {path}: cannot read it as a .npy array ({e}); pass the _emb.npy "
-                        "file of an earlier emb run") from None
+        raise UserError(f"--init-emb {path}: cannot read it as a .npy array ({e}); {hint}") from None
     n = num_classes
     shape = tuple(a.shape)
     if a.ndim == 3 and shape[0] >= 1:
@@ -128,23 +93,77 @@ def load_init_emb(path: str, num_classes: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
-def embedding_matrix(emb: nn.Module) -> torch.Tensor | None:
-    """E as an n x n matrix for the per-epoch snapshot, or None when it is too big to write
-    (a compressed embedding of more than SNAPSHOT_MAX_CLASSES classes)."""
-    if isinstance(emb, CompressedLabelEmbedding):
-        return emb.matrix() if emb.proj.out_features <= SNAPSHOT_MAX_CLASSES else None
-    return emb.weight.detach()
+@dataclass
+class Parts:
+    """What :func:`build` makes for a run."""
+
+    model: LabelEmbNet  # the network itself: checkpoints and E snapshots read it
+    train_net: nn.Module  # what a training step calls: the model, or its DDP / compiled wrapper
+    eval_net: nn.Module  # what evaluation calls (never DDP: each rank evaluates its shard alone)
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    gens: Generators
+    amp_dtype: torch.dtype | None  # bf16 autocast (--amp), None for fp32
 
 
+def build(cfg: Config, data: Dataset, device: torch.device, dist: Dist = Dist(),
+          checkpoint: dict | None = None) -> Parts:
+    """The parts of run ``cfg`` for ``data``'s classes and image shape, on ``device``.
+
+    With ``checkpoint`` (written by :func:`run`) they continue it: weights, optimiser, scheduler,
+    generators and the loss's state are restored. Without one, the weights are initialised from
+    ``cfg.seed`` as SPEC §2 says (and E from ``cfg.init_emb`` if given).
+    """
+    configure(device)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.arch, data.num_classes, in_channels=data.train_x.shape[1],
+                        image_size=data.train_x.shape[-1], emb_dim=cfg.emb_dim or None).to(device)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+    elif cfg.init_emb:
+        with torch.no_grad():
+            model.emb.weight.copy_(load_init_emb(cfg.init_emb, data.num_classes))
+    if cfg.freeze_emb:
+        model.emb.weight.requires_grad_(False)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_net = model
+    if dist.active:  # baseline, ls, ols and --freeze-emb leave head 2 and E out of the graph: tell DDP so
+        train_net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=not cfg.two_heads)
+    if cfg.compile:
+        train_net = torch.compile(train_net)
+    # Adam over every parameter, E included (in baseline E and head 2 get no gradient, so Adam skips them).
+    optimizer = make_optimizer(model, cfg.lr)
+    every = cfg.lr_decay_every
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=every or 1, gamma=cfg.lr_decay if every else 1.0)
+    gens = make_generators(cfg.seed, device)
+    criterion = make_criterion(cfg, model).to(device)  # after the weights: --freeze-emb reads E
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        set_rng_states(checkpoint["rng"], gens)
+        if isinstance(criterion, StatefulLoss):  # ols: S and the epoch's sums, counted on one rank
+            criterion.load_checkpoint_state(checkpoint["criterion"], carry_sums=dist.main)
+    model.train()
+    return Parts(model=model, train_net=train_net, eval_net=model if dist.active else train_net,
+                 criterion=criterion, optimizer=optimizer, scheduler=scheduler, gens=gens,
+                 amp_dtype=torch.bfloat16 if cfg.amp else None)
+
+
+# ----------------------------------------------------------------------------- one step, one evaluation
 def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                x: torch.Tensor, y: torch.Tensor, emb_mode: bool,
                amp_dtype: torch.dtype | None = None,
                global_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step; returns the (detached) loss and head-1 logits, without a host sync.
 
-    ``model`` is a :class:`LabelEmbNet` or a wrapper of one (torch.compile, DDP); with
-    ``amp_dtype`` the forward runs under autocast, the loss in fp32 (the criteria cast).
-    ``global_batch`` (under DDP) is the batch size of all ranks together, see the criteria.
+    ``model`` is a :class:`LabelEmbNet` or a wrapper of one (torch.compile, DDP); ``emb_mode``:
+    the step computes head 2 and E[y] too. With ``amp_dtype`` the forward runs under autocast,
+    the loss in fp32 (the criteria cast). ``global_batch`` (under DDP) is the batch size of all
+    ranks together, see the criteria.
     """
     kw = {} if global_batch is None else {"global_batch": global_batch}
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -181,7 +200,7 @@ def evaluate(model: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor, 
     return correct / max(n, 1), loss_sum / max(n, 1)
 
 
-# ----------------------------------------------------------------------------- a run
+# ----------------------------------------------------------------------------- a run's state
 @dataclass
 class Schedule:
     """Steps per epoch and the steps (1-based, within an epoch) after which we evaluate."""
@@ -190,68 +209,210 @@ class Schedule:
     eval_at: tuple[int, ...]
 
     @classmethod
-    def of(cls, cfg: dict, n_train: int) -> "Schedule":
-        bs = cfg["batch_size"]
-        steps = n_train // bs if cfg["drop_last"] else math.ceil(n_train / bs)
+    def of(cls, cfg: Config, n_train: int) -> "Schedule":
+        bs = cfg.batch_size
+        steps = n_train // bs if cfg.drop_last else math.ceil(n_train / bs)
         if steps < 1:
             raise UserError(f"--batch-size {bs} is larger than the {n_train} training samples; use a smaller one")
-        if cfg["dry_run"]:
+        if cfg.dry_run:
             steps = min(steps, DRY_RUN_STEPS)
-        k = min(cfg["evals_per_epoch"], steps)
+        k = min(cfg.evals_per_epoch, steps)
         return cls(steps, tuple(sorted({round(i * steps / k) for i in range(1, k + 1)})))
 
-
-def reported_metric(curve: list[dict], how: str) -> dict:
-    """SPEC §2: the last point's test error, or (mlp) the test error at the best validation
-    accuracy, ties going to the later point."""
-    if not curve:
-        return {}
-    if how == "best_val":
-        best = max(range(len(curve)), key=lambda i: (curve[i]["val_acc"], i))
-        row, name = curve[best], "test error at best validation accuracy"
-    else:
-        row, name = curve[-1], "final test error"
-    return {"metric": how, "description": name, "test_error_pct": row["test_error_pct"],
-            "epoch": row["epoch"], "step": row["step"]}
+    def next_point(self, step: int) -> int:
+        """The first evaluation point after ``step`` (the epoch's last step is always one)."""
+        return next(s for s in self.eval_at if s > step)
 
 
-STOP_CHECK_EVERY = 20  # under DDP, steps between agreeing on a stop request (a collective, so not every step)
+@dataclass
+class RunState:
+    """Where a run stands. A checkpoint holds these fields under their names, with the device sums
+    (:class:`Meter`) and the modules' states."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps done in the current epoch
+    perm: torch.Tensor | None = None  # the current epoch's order of the training images
+    curve: list[dict] = field(default_factory=list)  # one row per evaluation point
+    epoch_seconds: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0  # training time so far, evaluation and writing excluded
+    epoch_start_seconds: float = 0.0
+    embeddings: list[np.ndarray] = field(default_factory=list)  # E after each epoch (emb mode)
+    seen: int = 0  # training images since the last evaluation point
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> "RunState":
+        return cls(**{f.name: checkpoint[f.name] for f in fields(cls)})
 
 
-def stop_agreed(stop: StopFlag | None, dist: Dist, step: int, at_pause: bool) -> bool:
-    """Whether to stop after this step. One process: the flag. Under DDP all ranks must take the
-    same branch, so they agree (a sum over ranks) at pauses and every STOP_CHECK_EVERY steps."""
-    wanted = stop is not None and stop.requested is not None
-    if dist.active and not at_pause and step % STOP_CHECK_EVERY:
-        return False
-    return dist.any(wanted)
+class Meter:
+    """Training loss and accuracy since the last evaluation point, summed on the device so that no
+    step waits for the host, and the first global step whose loss was not finite."""
+
+    def __init__(self, device: torch.device, steps_done: int, sums: torch.Tensor | None = None):
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, correct
+        if sums is not None:
+            self.sums.copy_(sums)
+        self.step = torch.full((), steps_done, dtype=torch.long, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def add(self, loss: torch.Tensor, o1: torch.Tensor, y: torch.Tensor, batch: int, world: int) -> None:
+        self.step += 1
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), self.step, self.first_bad)
+        # loss * batch / world summed over ranks is the global batch's loss sum
+        self.sums += torch.stack([loss.double() * (batch / world), (o1.argmax(1) == y).sum().double()])
+
+    def total(self, dist: Dist) -> torch.Tensor:
+        """The sums over all ranks (every rank must call this)."""
+        return dist.sum_(self.sums.clone())
+
+    def take(self, dist: Dist) -> tuple[float, float]:
+        """(loss sum, correct) over all ranks, then start again from zero."""
+        loss_sum, correct = self.total(dist).tolist()
+        self.sums.zero_()
+        return loss_sum, correct
+
+    def nonfinite_error(self, dist: Dist, steps_per_epoch: int) -> str | None:
+        bad = int(dist.max_(self.first_bad.clone()))
+        if bad < 0:
+            return None
+        return (f"non-finite loss at step {bad} (epoch {(bad - 1) // steps_per_epoch + 1}, step "
+                f"{(bad - 1) % steps_per_epoch + 1} of it); stopped, the last good checkpoint is kept")
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+class Clock:
+    """Training time: it runs between evaluation points (evaluation and writing are not training)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start()
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - self.t0
 
 
-def rng_states(gens: dict[str, torch.Generator]) -> dict:
-    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-           "gens": {k: g.get_state() for k, g in gens.items()}}
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
+def embedding_matrix(emb: nn.Module) -> torch.Tensor | None:
+    """E as an n x n matrix for the per-epoch snapshot, or None when it is too big to write
+    (a compressed embedding of more than SNAPSHOT_MAX_CLASSES classes)."""
+    if isinstance(emb, CompressedLabelEmbedding):
+        return emb.matrix() if emb.proj.out_features <= SNAPSHOT_MAX_CLASSES else None
+    return emb.weight.detach()
+
+
+def held_out_sets(data: Dataset, limit: int | None) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """("val", x, y) where the recipe holds out validation images, and ("test", x, y); ``limit``
+    keeps the first images only (--dry-run)."""
+    sets = [("val", data.val_x, data.val_y), ("test", data.test_x, data.test_y)]
+    return [(name, x[:limit], y[:limit]) for name, x, y in sets if y is not None]
+
+
+# ----------------------------------------------------------------------------- the pieces of the loop
+def train_steps(parts: Parts, cfg: Config, data: Dataset, state: RunState, meter: Meter, until: int,
+                stop: StopFlag | None, dist: Dist, bar: tqdm) -> bool:
+    """Train from step ``state.step`` of the epoch up to step ``until``; returns True when a stop
+    (SIGINT/SIGTERM) was agreed, after the step that saw it."""
+    perm = state.perm.to(data.train_y.device)
+    bs = cfg.batch_size
+    for s in range(state.step, until):
+        idx = perm[s * bs:(s + 1) * bs]  # the global batch; under DDP this rank takes a shard
+        x, y = data.train_batch(idx, parts.gens.aug, dist.shard(len(idx)) if dist.active else None)
+        loss, o1 = train_step(parts.train_net, parts.criterion, parts.optimizer, x, y, cfg.two_heads,
+                              parts.amp_dtype, len(idx) if dist.active else None)
+        meter.add(loss, o1, y, len(idx), dist.world)  # on the device: no sync per step
+        state.seen += len(idx)
+        state.step = s + 1
+        bar.update(1)
+        if stop_agreed(stop, dist, state.step, at_pause=state.step == until):
+            return True
+    return False
+
+
+def evaluation_point(parts: Parts, cfg: Config, data: Dataset, held_out: list, state: RunState, meter: Meter,
+                     steps_per_epoch: int, dist: Dist) -> dict:
+    """The curve's row for this point: training metrics since the last one, validation and test."""
+    loss_sum, correct = meter.take(dist)
+    row = {"epoch": round(state.epoch + state.step / steps_per_epoch, 6),
+           "step": state.epoch * steps_per_epoch + state.step,
+           "train_acc": correct / state.seen, "train_loss": loss_sum / state.seen, "val_acc": None}
+    for name, x, y in held_out:
+        acc, loss = evaluate(parts.eval_net, data, x, y, cfg.test_batch_size, parts.amp_dtype, dist)
+        row[f"{name}_acc"] = acc
+        if name == "test":
+            row.update(test_loss=loss, test_error_pct=100.0 * (1.0 - acc))
+    row["train_seconds"] = state.train_seconds
+    state.curve.append(row)
+    state.seen = 0
+    return row
+
+
+def show_progress(bar: tqdm, row: dict, cfg: Config, epoch_done: bool, dist: Dist) -> None:
+    bar.set_postfix_str(f"test err {row['test_error_pct']:.2f}%", refresh=False)
+    if epoch_done and not cfg.quiet and dist.main:
+        val = f" val acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
+        bar.write(f"epoch {math.ceil(row['epoch'])}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
+                  f"acc {row['train_acc']:.4f}{val} test acc {row['test_acc']:.4f} "
+                  f"loss {row['test_loss']:.4f} ({row['train_seconds']:.1f}s training)")
+
+
+def end_epoch(parts: Parts, state: RunState, files: RunFiles, snapshot: bool, dist: Dist) -> None:
+    """The scheduler's step, the epoch's time, the loss's epoch state (OLS), E's snapshot; then
+    the state points at the start of the next epoch."""
+    parts.scheduler.step()
+    state.epoch_seconds.append(state.train_seconds - state.epoch_start_seconds)
+    if isinstance(parts.criterion, StatefulLoss):  # ols: S becomes this epoch's mean correct outputs
+        parts.criterion.end_epoch(dist)
+    if snapshot:
+        state.embeddings.append(embedding_matrix(parts.model.emb).float().cpu().numpy().copy())
+        if dist.main:
+            files.write_embedding(state.embeddings)
+    state.epoch, state.step, state.perm = state.epoch + 1, 0, None
+
+
+def save_checkpoint(parts: Parts, cfg: Config, state: RunState, meter: Meter, files: RunFiles, dist: Dist) -> None:
+    """Everything :func:`build` and :func:`run` need to continue exactly here; every rank takes
+    part (the sums are over ranks), the main one writes."""
+    extra = {"acc": meter.total(dist).cpu()}
+    if isinstance(parts.criterion, StatefulLoss):  # ols: S and the epoch's sums (over all ranks)
+        extra["criterion"] = {k: v.cpu() for k, v in parts.criterion.checkpoint_state(dist).items()}
+    if dist.main:
+        files.save_checkpoint({
+            "format": CKPT_FORMAT, "config": cfg.to_dict(), "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+            "rng": rng_states(parts.gens), **extra, **vars(state)})
+
+
+def new_record(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, steps_per_epoch: int,
+               snapshot: bool) -> dict:
+    """The parts of the run's record that do not change while it trains."""
+    record = {"format": RECORD_FORMAT, "status": "running", "task": cfg.task, "arch": cfg.arch,
+              "dataset": cfg.dataset, "mode": cfg.mode, "num": cfg.num, "seed": cfg.seed, "dry_run": cfg.dry_run,
+              "config": cfg.to_dict(), "env": environment(device), "classes": data.classes,
+              "steps_per_epoch": steps_per_epoch, "curve": [], "epoch_seconds": [],
+              "embedding_file": files.emb.name if snapshot else None}
+    if cfg.mode == "emb" and not snapshot:
+        record["embedding_note"] = (f"compressed embedding of {data.num_classes} classes: per-epoch snapshots of "
+                                    f"E not written (only up to {SNAPSHOT_MAX_CLASSES} classes)")
+    return record
+
+
+def write_record(record: dict, state: RunState, status: str, cfg: Config, files: RunFiles, dist: Dist,
+                 **extra) -> dict:
+    """The record as it stands, written (atomically) by the main rank; returned."""
+    secs = state.epoch_seconds
+    out = {**record, "status": status, "curve": state.curve, "epoch_seconds": secs,
+           "time_per_epoch": float(np.mean(secs)) if secs else None, "train_seconds": state.train_seconds,
+           "reported": reported_metric(state.curve, cfg.reported), **extra}
+    if dist.main:
+        files.write_record(out)
     return out
 
 
-def set_rng_states(states: dict, gens: dict[str, torch.Generator]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    for k, g in gens.items():
-        g.set_state(states["gens"][k])
-
-
-def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume: dict | None = None,
+# ----------------------------------------------------------------------------- a run
+def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resume: dict | None = None,
         stop: StopFlag | None = None, dist: Dist = Dist()) -> dict:
     """Train one run of ``cfg`` on ``data`` (already on ``device``); return its final record.
 
@@ -259,185 +420,51 @@ def run(cfg: dict, data: Dataset, device: torch.device, files: RunFiles, resume:
     the checkpoint left it (same batches, same augmentation, same curves on CPU). Under torchrun
     (``dist``) every rank calls this; only the main rank writes files.
     """
-    seed_everything(cfg["seed"])
-    model = build_model(cfg["arch"], data.num_classes, in_channels=data.train_x.shape[1],
-                        image_size=data.train_x.shape[-1], emb_dim=cfg.get("emb_dim") or None).to(device)
-    emb_mode = cfg["mode"] == "emb"  # E is part of the method: snapshots of it are written
-    two_heads = uses_head2(cfg)  # the step computes head 2 and E[y]
-    if cfg.get("init_emb") and resume is None:  # on resume E comes from the checkpoint
-        with torch.no_grad():
-            model.emb.weight.copy_(load_init_emb(cfg["init_emb"], data.num_classes))
-    if cfg.get("freeze_emb"):
-        model.emb.weight.requires_grad_(False)
-    # Opt-in speed (the defaults are the paper's fp32 recipe).
-    amp_dtype = torch.bfloat16 if cfg.get("amp") else None
-    if cfg.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-        data.channels_last = True
-    net = model
-    if dist.active:  # baseline, ls, ols and --freeze-emb leave head 2 and E out of the graph: tell DDP so
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=not two_heads)
-    fwd = torch.compile(net) if cfg.get("compile") else net  # checkpoints use `model` itself
-    # Evaluation runs on a shard per rank without DDP (its forward would need every rank in step).
-    eval_fwd = model if dist.active else fwd
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as the authors' CIFAR code
-    # Adam over every parameter, E included (in baseline E and head 2 get no gradient, so Adam skips them).
-    optimizer = make_optimizer(model, cfg)
-    every = cfg["lr_decay_every"]
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=every or 1,
-                                                gamma=cfg["lr_decay"] if every else 1.0)
-    gens = {"data": torch.Generator().manual_seed(cfg["seed"] + 1)}
-    gens["aug"] = gens["data"] if device.type == "cpu" else torch.Generator(device=device)
-    if device.type != "cpu":
-        gens["aug"].manual_seed(cfg["seed"] + 2)
-
+    parts = build(cfg, data, device, dist, checkpoint=resume)
+    if cfg.channels_last:
+        data = data.with_channels_last()
     sched = Schedule.of(cfg, len(data.train_y))
-    n_eval = DRY_RUN_EVAL if cfg["dry_run"] else None
-    held_out = [("val", data.val_x, data.val_y), ("test", data.test_x, data.test_y)]
-    held_out = [(k, x[:n_eval], y[:n_eval]) for k, x, y in held_out if y is not None]
-
-    # Everything that changes during training; a checkpoint is exactly this plus the modules.
-    st = dict(epoch=0, step=0, perm=None, curve=[], epoch_seconds=[], train_seconds=0.0,
-              epoch_start_seconds=0.0, embeddings=[], seen=0)
-    acc = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, correct since the last evaluation
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        set_rng_states(resume["rng"], gens)
-        st.update({k: resume[k] for k in st})
-        if dist.main:  # the checkpoint holds the sums of all ranks: one rank carries them on
-            acc.copy_(resume["acc"])
-    criterion = make_criterion(cfg, model).to(device)  # after the resume: --freeze-emb reads E
-    if resume is not None and hasattr(criterion, "load_checkpoint_state"):  # ols: S and the epoch's sums
-        criterion.load_checkpoint_state(resume["criterion"], carry_sums=dist.main)
-    snapshot = embedding_matrix(model.emb) is not None  # (False only for a big compressed E)
-
-    record = {"format": RECORD_FORMAT, "status": "running", "task": cfg["task"], "arch": cfg["arch"],
-              "dataset": cfg["dataset"], "mode": cfg["mode"], "num": cfg["num"], "seed": cfg["seed"],
-              "dry_run": cfg["dry_run"], "config": cfg, "env": environment(device), "classes": data.classes,
-              "steps_per_epoch": sched.steps, "curve": st["curve"], "epoch_seconds": st["epoch_seconds"],
-              "embedding_file": files.emb.name if emb_mode and snapshot else None}
-    if emb_mode and not snapshot:
-        record["embedding_note"] = (f"compressed embedding of {data.num_classes} classes: per-epoch snapshots of "
-                                    f"E not written (only up to {SNAPSHOT_MAX_CLASSES} classes)")
-
-    def checkpoint() -> None:
-        total = dist.sum_(acc.clone())  # every rank takes part; the main one writes
-        extra = {}
-        if hasattr(criterion, "checkpoint_state"):  # ols: S and the epoch's sums (over all ranks)
-            extra["criterion"] = {k: v.cpu() for k, v in criterion.checkpoint_state(dist).items()}
-        if dist.main:
-            files.save_checkpoint({
-                "format": CKPT_FORMAT, "config": cfg, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_states(gens), "acc": total.cpu(), **st, **extra})
-
-    def finish_record(status: str, **extra) -> dict:
-        secs = st["epoch_seconds"]
-        record.update(status=status, time_per_epoch=float(np.mean(secs)) if secs else None,
-                      train_seconds=st["train_seconds"], reported=reported_metric(st["curve"], cfg["reported"]),
-                      **extra)
-        if dist.main:
-            files.write_record(record)
-        return record
-
-    def pause_clock() -> None:
-        """Stop the training clock (evaluation and writing are not training time); check the loss."""
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        st["train_seconds"] += time.perf_counter() - t0
-        bad = int(dist.max_(first_bad.clone()))
-        if bad >= 0:
-            msg = (f"non-finite loss at step {bad} (epoch {(bad - 1) // sched.steps + 1}, step "
-                   f"{(bad - 1) % sched.steps + 1} of it); stopped, the last good checkpoint is kept")
-            finish_record("failed", error=msg)
-            raise RunFailed(msg)
-
-    def evaluation_point(epoch: int) -> None:
-        loss_sum, correct = dist.sum_(acc.clone()).tolist()
-        row = {"epoch": round(epoch + st["step"] / sched.steps, 6), "step": epoch * sched.steps + st["step"],
-               "train_acc": correct / st["seen"], "train_loss": loss_sum / st["seen"], "val_acc": None}
-        for name, hx, hy in held_out:
-            a, loss = evaluate(eval_fwd, data, hx, hy, cfg["test_batch_size"], amp_dtype, dist)
-            row[f"{name}_acc"] = a
-            if name == "test":
-                row.update(test_loss=loss, test_error_pct=100.0 * (1.0 - a))
-        row["train_seconds"] = st["train_seconds"]
-        st["curve"].append(row)
-        acc.zero_()
-        st["seen"] = 0
-        bar.set_postfix_str(f"test err {row['test_error_pct']:.2f}%", refresh=False)
-        if not cfg["quiet"] and dist.main and st["step"] == sched.steps:
-            val = f" val acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
-            bar.write(f"epoch {epoch + 1}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
-                      f"acc {row['train_acc']:.4f}{val} test acc {row['test_acc']:.4f} "
-                      f"loss {row['test_loss']:.4f} ({st['train_seconds']:.1f}s training)")
-
-    model.train()
-    done = st["epoch"] * sched.steps + st["step"]
-    bar = tqdm(total=cfg["epochs"] * sched.steps, initial=done, disable=cfg["quiet"] or not dist.main, unit="step",
-               dynamic_ncols=True, mininterval=1.0,
-               desc=f"{cfg['dataset']} {cfg['arch']} {cfg['mode']} #{cfg['num']}")
-    step_counter = torch.full((), done, dtype=torch.long, device=device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first global step with a non-finite loss
-    bs = cfg["batch_size"]
+    state = RunState() if resume is None else RunState.from_checkpoint(resume)
+    # the checkpoint holds the sums of all ranks: one rank carries them on
+    meter = Meter(device, state.epoch * sched.steps + state.step, resume["acc"] if resume and dist.main else None)
+    held_out = held_out_sets(data, DRY_RUN_EVAL if cfg.dry_run else None)
+    snapshot = cfg.mode == "emb" and embedding_matrix(parts.model.emb) is not None  # not for a big compressed E
+    record = new_record(cfg, data, device, files, sched.steps, snapshot)
+    bar = tqdm(total=cfg.epochs * sched.steps, initial=state.epoch * sched.steps + state.step, unit="step",
+               disable=cfg.quiet or not dist.main, dynamic_ncols=True, mininterval=1.0,
+               desc=f"{cfg.dataset} {cfg.arch} {cfg.mode} #{cfg.num}")
+    clock = Clock(device)
     try:
-        t0 = time.perf_counter()
-        while st["epoch"] < cfg["epochs"]:
-            epoch = st["epoch"]
-            if st["step"] == 0:
-                st["perm"] = torch.randperm(len(data.train_y), generator=gens["data"])
-                st["epoch_start_seconds"] = st["train_seconds"]
-            perm = st["perm"].to(device)
-            for s in range(st["step"], sched.steps):
-                idx = perm[s * bs:(s + 1) * bs]  # the global batch; under DDP this rank takes a shard
-                x, y = data.train_batch(idx, gens["aug"], dist.shard(len(idx)) if dist.active else None)
-                loss, o1 = train_step(fwd, criterion, optimizer, x, y, two_heads, amp_dtype,
-                                      len(idx) if dist.active else None)
-                # Metrics accumulate on the device and are read at evaluation points: no sync per step.
-                step_counter += 1
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step_counter, first_bad)
-                # loss * len(idx) / world summed over ranks is the global batch's loss sum
-                acc += torch.stack([loss.double() * (len(idx) / dist.world), (o1.argmax(1) == y).sum().double()])
-                st["seen"] += len(idx)
-                st["step"] = s + 1
-                bar.update(1)
-                stopping = stop_agreed(stop, dist, st["step"], st["step"] in sched.eval_at)
-                if st["step"] in sched.eval_at or stopping:
-                    pause_clock()
-                    if st["step"] in sched.eval_at:
-                        evaluation_point(epoch)
-                    if st["step"] < sched.steps:
-                        if stopping:
-                            checkpoint()
-                            finish_record("interrupted")
-                            raise Interrupted(stop.requested)
-                        finish_record("running")
-                        t0 = time.perf_counter()
-            # End of the epoch (the clock is paused: the last step is always an evaluation point).
-            scheduler.step()
-            st["epoch_seconds"].append(st["train_seconds"] - st["epoch_start_seconds"])
-            if hasattr(criterion, "end_epoch"):  # ols: S becomes this epoch's mean correct outputs
-                criterion.end_epoch(dist)
-            if emb_mode and snapshot:
-                st["embeddings"].append(embedding_matrix(model.emb).float().cpu().numpy().copy())
-                if dist.main:
-                    files.write_embedding(st["embeddings"])
-            st.update(epoch=epoch + 1, step=0, perm=None)
-            checkpoint()
-            if st["epoch"] < cfg["epochs"]:
-                if stop_agreed(stop, dist, 0, True):
-                    finish_record("interrupted")
-                    raise Interrupted(stop.requested)
-                finish_record("running")
-            t0 = time.perf_counter()
+        while state.epoch < cfg.epochs:
+            if state.step == 0:  # a new epoch: its order of the training images
+                state.perm = torch.randperm(len(data.train_y), generator=parts.gens.data)
+                state.epoch_start_seconds = state.train_seconds
+            until = sched.next_point(state.step)
+            stopping = train_steps(parts, cfg, data, state, meter, until, stop, dist, bar)
+            state.train_seconds += clock.stop()
+            error = meter.nonfinite_error(dist, sched.steps)
+            if error:
+                write_record(record, state, "failed", cfg, files, dist, error=error)
+                raise RunFailed(error)
+            if state.step == until:
+                row = evaluation_point(parts, cfg, data, held_out, state, meter, sched.steps, dist)
+                show_progress(bar, row, cfg, state.step == sched.steps, dist)
+            if state.step == sched.steps:
+                end_epoch(parts, state, files, snapshot, dist)
+                save_checkpoint(parts, cfg, state, meter, files, dist)
+                stopping = state.epoch < cfg.epochs and stop_agreed(stop, dist, 0, at_pause=True)
+            elif stopping:
+                save_checkpoint(parts, cfg, state, meter, files, dist)
+            if stopping:
+                write_record(record, state, "interrupted", cfg, files, dist)
+                raise Interrupted(stop.requested)
+            if state.epoch < cfg.epochs:
+                write_record(record, state, "running", cfg, files, dist)
+            clock.start()
     finally:
         bar.close()
-    record = finish_record("complete")
+    final = write_record(record, state, "complete", cfg, files, dist)
     if dist.main:
-        files.write_plot(record)
+        files.write_plot(final)
         files.prev_ckpt.unlink(missing_ok=True)  # the last checkpoint (the trained model) is kept
-    return record
+    return final

@@ -1,4 +1,5 @@
-"""Tiny datasets in the real on-disk formats, so the real loading code runs in tests."""
+"""Shared test helpers: tiny datasets in the real on-disk formats (so the real loading code runs),
+the one way to run an entry script, and the literal transcription of SPEC §1's loss terms."""
 from __future__ import annotations
 
 import gzip
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the entry scripts' recipes are imported by the tests
+sys.path.insert(0, str(ROOT))  # the package, as the entry scripts find it
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -75,23 +78,68 @@ def make_cifar(root: Path, name: str = "cifar10", n_per_batch: int = 30, n_test:
     return root
 
 
-def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 600, env_extra=None):
-    """Run an entry script as a user would; returns the CompletedProcess."""
+def run_script(script: str, *args: str, capsys=None, nproc: int = 1, cwd: Path | None = None, timeout: int = 600,
+               env_extra=None) -> subprocess.CompletedProcess:
+    """Run an entry script as a user would; returns its exit code, stdout and stderr.
+
+    With pytest's ``capsys`` it runs in this process (fast: no interpreter or torch start-up);
+    without, in a subprocess (for signals and real exit paths), under torchrun when ``nproc`` > 1.
+    """
+    if capsys is not None:
+        from labelemb.cli import main
+        from labelemb.config import RECIPES
+
+        try:
+            code = main(RECIPES[Path(script).stem], list(args))
+        except SystemExit as e:  # argparse
+            code = e.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess([script, *args], code, out.out, out.err)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return subprocess.run([*launcher, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
-def run_main(capsys, script_module, *argv: str) -> tuple[int, str]:
-    """An entry script's main() in this process: (exit code, what it printed to stderr)."""
-    from labelemb.cli import main
+# ----------------------------------------------------------------------------- SPEC §1, literally
+def spec_terms(o1, o2, e, y, tau=2.0, alpha=0.9):
+    """SPEC §1, term by term, with autograd (stopgrad = .detach())."""
+    n = o1.shape[1]
+    onehot = F.one_hot(y, n).to(o1.dtype)
 
-    try:
-        code = main(script_module.RECIPE, list(argv))
-    except SystemExit as e:  # argparse
-        code = e.code
-    return code, capsys.readouterr().err.strip()
+    def ce(p, z):  # CE(p, z) = -sum_j p_j log softmax(z)_j, per sample
+        return -(p * F.log_softmax(z, dim=1)).sum(dim=1)
+
+    l_o1_y = ce(onehot, o1).mean()
+    l_o1_emb = ce(F.softmax(e, dim=1).detach(), o1).mean()
+    l_o2_y = ce(onehot, o2).mean()
+    m = (o2.argmax(dim=1) == y).to(o1.dtype).detach()
+    l_emb_o2 = (m * ce(F.softmax(o2 / tau, dim=1).detach(), e)).sum() / (m.sum() + 1e-8)
+    p_y = F.softmax(o2, dim=1).gather(1, y[:, None]).squeeze(1)
+    l_re = F.relu(p_y - alpha).sum()
+    return {"o1_y": l_o1_y, "o1_emb": l_o1_emb, "o2_y": l_o2_y, "emb_o2": l_emb_o2, "re": l_re}
+
+
+def grads_of(loss, groups: dict) -> dict:
+    """The gradients of ``loss`` for each named list of parameters (None where none reaches)."""
+    flat = [p for ps in groups.values() for p in ps]
+    gs = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
+    out, i = {}, 0
+    for k, ps in groups.items():
+        out[k] = list(gs[i:i + len(ps)])
+        i += len(ps)
+    return out
+
+
+def reaches(gs):
+    return any(g is not None and torch.count_nonzero(g) > 0 for g in gs)
+
+
+def zero_or_none(gs):
+    return all(g is None or torch.count_nonzero(g) == 0 for g in gs)
 
 
 @pytest.fixture

@@ -199,7 +199,7 @@ def test_step_grads_make_adam_skip_head2_and_E_in_baseline():
     from labelemb.train import make_optimizer
 
     model = build_model("mlp", 10, 1, 28)
-    opt = make_optimizer(model, {"lr": 1e-3})
+    opt = make_optimizer(model, lr=1e-3)
     n_all, n_extra = len(list(model.parameters())), len(list(model.emb.parameters()))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     bench.set_step_grads(model, emb=False)

@@ -11,16 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import cifar10
-import mlp
-from conftest import make_cifar, make_mnist, run_main, run_script
+from conftest import make_cifar, make_mnist, run_script
 
 
 def _snapshot(folder: Path) -> dict:
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
 
-
-_run = run_main
 
 
 @pytest.fixture
@@ -49,9 +45,9 @@ BAD = [
 def test_bad_flag_one_line_exit_2_nothing_written(argv, message, tiny, capsys):
     data, out = tiny
     before = _snapshot(data.parent)
-    code, err = _run(capsys, mlp, "--data", str(data), "--val-size", "20", "--results-dir", str(out), *argv)
-    assert code == 2
-    assert len(err.splitlines()) == 1 and message in err and "error" in err
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(out), *argv, capsys=capsys)
+    assert r.returncode == 2
+    assert len(r.stderr.splitlines()) == 1 and message in r.stderr and "error" in r.stderr
     assert _snapshot(data.parent) == before and not out.exists()
 
 
@@ -59,53 +55,53 @@ def test_cuda_without_cuda(tiny, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     data, out = tiny
-    code, err = _run(capsys, mlp, "--data", str(data), "--device", "cuda", "--results-dir", str(out))
-    assert code == 2 and "no CUDA device" in err and not out.exists()
+    r = run_script("mlp.py", "--data", str(data), "--device", "cuda", "--results-dir", str(out), capsys=capsys)
+    assert r.returncode == 2 and "no CUDA device" in r.stderr and not out.exists()
 
 
 def test_missing_dataset_without_network(tmp_path, capsys):
     empty, out = tmp_path / "nothing_here", tmp_path / "results"
-    code, err = _run(capsys, mlp, "--data", str(empty), "--results-dir", str(out))
-    assert code == 2 and len(err.splitlines()) == 1
-    assert "mnist" in err and "--data" in err
+    r = run_script("mlp.py", "--data", str(empty), "--results-dir", str(out), capsys=capsys)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+    assert "mnist" in r.stderr and "--data" in r.stderr
     assert not out.exists() and not empty.exists()
 
 
 def _corrupt_cases(tmp_path: Path):
-    """(recipe, data folder, text the message must contain) for wrong or truncated files."""
+    """(script, data folder, text the message must contain) for wrong or truncated files."""
     magic = make_mnist(tmp_path / "magic")
     p = magic / "train-labels-idx1-ubyte.gz"
     raw = gzip.decompress(p.read_bytes())
     p.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + raw[4:]))
-    yield mlp, magic, "train-labels-idx1-ubyte.gz has IDX magic number 0x00000803, expected 0x00000801"
+    yield "mlp.py", magic, "train-labels-idx1-ubyte.gz has IDX magic number 0x00000803, expected 0x00000801"
 
     trunc = make_mnist(tmp_path / "trunc")
     p = trunc / "t10k-images-idx3-ubyte.gz"
     p.write_bytes(gzip.compress(gzip.decompress(p.read_bytes())[:-100]))
-    yield mlp, trunc, "t10k-images-idx3-ubyte.gz holds"
+    yield "mlp.py", trunc, "t10k-images-idx3-ubyte.gz holds"
 
     badgz = make_mnist(tmp_path / "badgz")
     p = badgz / "train-images-idx3-ubyte.gz"
     p.write_bytes(p.read_bytes()[:50])
-    yield mlp, badgz, "cannot read"
+    yield "mlp.py", badgz, "cannot read"
 
     keys = make_cifar(tmp_path / "keys", "cifar10", n_per_batch=4, n_test=4)
     p = keys / "cifar-10-batches-py" / "data_batch_2"
     p.write_bytes(pickle.dumps({b"images": b"", b"labels": []}))
-    yield cifar10, keys, "data_batch_2 lacks the key(s) data"
+    yield "cifar10.py", keys, "data_batch_2 lacks the key(s) data"
 
     notpickle = make_cifar(tmp_path / "notpickle", "cifar10", n_per_batch=4, n_test=4)
     (notpickle / "cifar-10-batches-py" / "test_batch").write_bytes(b"garbage" * 10)
-    yield cifar10, notpickle, "test_batch as a CIFAR python batch"
+    yield "cifar10.py", notpickle, "test_batch as a CIFAR python batch"
 
 
 def test_corrupt_dataset_files_named_in_one_line(tmp_path, capsys):
-    for recipe, data, needle in _corrupt_cases(tmp_path):
+    for script, data, needle in _corrupt_cases(tmp_path):
         out = tmp_path / f"results_{data.name}"
-        code, err = _run(capsys, recipe, "--data", str(data), "--results-dir", str(out), "--val-size", "20")\
-            if recipe is mlp else _run(capsys, recipe, "--data", str(data), "--results-dir", str(out))
-        assert code == 2, err
-        assert len(err.splitlines()) == 1 and needle in err, err
+        extra = ["--val-size", "20"] if script == "mlp.py" else []
+        r = run_script(script, "--data", str(data), "--results-dir", str(out), *extra, capsys=capsys)
+        assert r.returncode == 2, r.stderr
+        assert len(r.stderr.splitlines()) == 1 and needle in r.stderr, r.stderr
         assert not out.exists()
 
 
@@ -113,8 +109,8 @@ def test_unwritable_results_folder(tiny, tmp_path, capsys):
     data, _ = tiny
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    code, err = _run(capsys, mlp, "--data", str(data), "--results-dir", str(blocker / "sub"))
-    assert code == 2 and "cannot write results" in err and "--results-dir" in err
+    r = run_script("mlp.py", "--data", str(data), "--results-dir", str(blocker / "sub"), capsys=capsys)
+    assert r.returncode == 2 and "cannot write results" in r.stderr and "--results-dir" in r.stderr
     assert blocker.read_text() == "x"
 
 
@@ -131,39 +127,39 @@ def _dry(data, out, *extra):
 
 def test_finished_run_is_protected(tiny, capsys):
     data, out = tiny
-    assert _run(capsys, mlp, *_dry(data, out))[0] == 0
+    assert run_script("mlp.py", *_dry(data, out), capsys=capsys).returncode == 0
     before = _snapshot(out)
-    code, err = _run(capsys, mlp, *_dry(data, out))
-    assert code == 2 and "already holds the finished run 0" in err and "--overwrite" in err
+    r = run_script("mlp.py", *_dry(data, out), capsys=capsys)
+    assert r.returncode == 2 and "already holds the finished run 0" in r.stderr and "--overwrite" in r.stderr
     assert _snapshot(out) == before
-    assert _run(capsys, mlp, *_dry(data, out, "--overwrite"))[0] == 0
+    assert run_script("mlp.py", *_dry(data, out, "--overwrite"), capsys=capsys).returncode == 0
 
 
 def test_resume_without_checkpoint(tiny, capsys):
     data, out = tiny
-    code, err = _run(capsys, mlp, *_dry(data, out, "--resume"))
-    assert code == 2 and "no checkpoint" in err and not out.exists()
+    r = run_script("mlp.py", *_dry(data, out, "--resume"), capsys=capsys)
+    assert r.returncode == 2 and "no checkpoint" in r.stderr and not out.exists()
 
 
 def test_resume_with_other_recipe_lists_keys(tiny, capsys):
     data, out = tiny
     args = ["--data", str(data), "--val-size", "20", "--results-dir", str(out), "--quiet", "--epochs", "2"]
-    assert _run(capsys, mlp, *args)[0] == 0
+    assert run_script("mlp.py", *args, capsys=capsys).returncode == 0
     rec = out / "mnist_mlp_emb_0.json"
     record = json.loads(rec.read_text())
     record["status"] = "interrupted"  # pretend it stopped after epoch 2 of a longer run
     rec.write_text(json.dumps(record))
     before = _snapshot(out)
-    code, err = _run(capsys, mlp, *args, "--resume", "--beta", "0.3", "--batch-size", "50")
-    assert code == 2 and "different recipe" in err
-    assert "beta (checkpoint 0.5, now 0.3)" in err and "batch_size (checkpoint 100, now 50)" in err
+    r = run_script("mlp.py", *args, "--resume", "--beta", "0.3", "--batch-size", "50", capsys=capsys)
+    assert r.returncode == 2 and "different recipe" in r.stderr
+    assert "beta (checkpoint 0.5, now 0.3)" in r.stderr and "batch_size (checkpoint 100, now 50)" in r.stderr
     assert _snapshot(out) == before
 
 
 def test_corrupt_checkpoint_offers_previous(tiny, capsys):
     data, out = tiny
     args = ["--data", str(data), "--val-size", "20", "--results-dir", str(out), "--quiet", "--epochs", "2"]
-    assert _run(capsys, mlp, *args)[0] == 0
+    assert run_script("mlp.py", *args, capsys=capsys).returncode == 0
     ckpt = out / "mnist_mlp_emb_0.ckpt"
     prev = out / "mnist_mlp_emb_0.ckpt.prev"
     good = ckpt.read_bytes()
@@ -171,20 +167,20 @@ def test_corrupt_checkpoint_offers_previous(tiny, capsys):
     ckpt.write_bytes(good[: len(good) // 2])  # a write cut short
     rec = out / "mnist_mlp_emb_0.json"
     rec.write_text(rec.read_text().replace('"complete"', '"interrupted"'))
-    code, err = _run(capsys, mlp, *args, "--resume", "--epochs", "2")
-    assert code == 2 and "corrupt or truncated" in err and "--resume previous" in err
-    code, err = _run(capsys, mlp, *args, "--resume", "previous")
-    assert code == 0, err
+    r = run_script("mlp.py", *args, "--resume", "--epochs", "2", capsys=capsys)
+    assert r.returncode == 2 and "corrupt or truncated" in r.stderr and "--resume previous" in r.stderr
+    r = run_script("mlp.py", *args, "--resume", "previous", capsys=capsys)
+    assert r.returncode == 0, r.stderr
 
 
 def test_unfinished_run_is_not_restarted_by_accident(tiny, capsys):
     data, out = tiny
     args = ["--data", str(data), "--val-size", "20", "--results-dir", str(out), "--quiet"]
-    assert _run(capsys, mlp, *args, "--epochs", "1")[0] == 0
+    assert run_script("mlp.py", *args, "--epochs", "1", capsys=capsys).returncode == 0
     rec = out / "mnist_mlp_emb_0.json"
     rec.write_text(rec.read_text().replace('"complete"', '"interrupted"'))
-    code, err = _run(capsys, mlp, *args, "--epochs", "1")
-    assert code == 2 and "holds an unfinished run 0" in err and "--resume" in err
+    r = run_script("mlp.py", *args, "--epochs", "1", capsys=capsys)
+    assert r.returncode == 2 and "holds an unfinished run 0" in r.stderr and "--resume" in r.stderr
 
 
 def test_live_lock_refuses_stale_lock_is_cleared(tiny, capsys):
@@ -194,23 +190,23 @@ def test_live_lock_refuses_stale_lock_is_cleared(tiny, capsys):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock.write_text(f"{sleeper.pid}\n")
-        code, err = _run(capsys, mlp, *_dry(data, out))
-        assert code == 2 and f"already being trained by process {sleeper.pid}" in err
+        r = run_script("mlp.py", *_dry(data, out), capsys=capsys)
+        assert r.returncode == 2 and f"already being trained by process {sleeper.pid}" in r.stderr
         assert not (out / "mnist_mlp_emb_0.json").exists()
     finally:
         sleeper.kill()
         sleeper.wait()
     # the owner is dead now: its lock is stale and is cleared
-    code, err = _run(capsys, mlp, *_dry(data, out))
-    assert code == 0, err
+    r = run_script("mlp.py", *_dry(data, out), capsys=capsys)
+    assert r.returncode == 0, r.stderr
     assert not lock.exists() and (out / "mnist_mlp_emb_0.json").exists()
 
 
 def test_non_finite_loss_marks_record_failed(tmp_path, capsys):
     data, out = make_mnist(tmp_path / "m", n_train=520), tmp_path / "r"
-    code, err = _run(capsys, mlp, "--data", str(data), "--val-size", "20", "--results-dir", str(out),
-                     "--quiet", "--epochs", "2", "--lr", "1e30")
-    assert code == 1 and "non-finite loss at step" in err and "epoch 1" in err
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(out),
+                     "--quiet", "--epochs", "2", "--lr", "1e30", capsys=capsys)
+    assert r.returncode == 1 and "non-finite loss at step" in r.stderr and "epoch 1" in r.stderr
     rec = json.loads((out / "mnist_mlp_emb_0.json").read_text())
     assert rec["status"] == "failed" and "non-finite" in rec["error"]
     assert not (out / "mnist_mlp_emb_0.ckpt").exists()  # no checkpoint of a diverged model

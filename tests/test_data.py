@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import write_idx
-from labelemb.data import load_cifar, load_dataset, load_mnist, random_crop_flip
+from labelemb.data import load_cifar, load_dataset, load_mnist
+from labelemb.dataset import random_crop_flip
 from labelemb.errors import DataError
 
 SPEC_MEAN = (0.4914, 0.4822, 0.4465)

@@ -14,13 +14,6 @@ import pytest
 from conftest import ROOT, make_cifar, make_mnist, run_script
 
 
-def torchrun(script: str, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", str(ROOT / script), *args],
-                          env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.parametrize("mode", ["baseline", "emb"])
 def test_two_processes_match_one(mode, tmp_path):
     # 203 training images in batches of 20: the last batch (3) is split 2/1, shards differ in size.
@@ -30,7 +23,7 @@ def test_two_processes_match_one(mode, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = run_script("cnn.py", *common, "--results-dir", str(one))
     assert r1.returncode == 0, r1.stderr
-    r2 = torchrun("cnn.py", *common, "--results-dir", str(two))
+    r2 = run_script("cnn.py", *common, "--results-dir", str(two), nproc=2)
     assert r2.returncode == 0, r2.stderr[-3000:]
     stem = f"mnist_cnn_{mode}_0"
     # only rank 0 writes: exactly one record, one checkpoint
@@ -57,8 +50,8 @@ def test_resnet_dry_run_under_torchrun(tmp_path):
     data = make_cifar(tmp_path / "c", "cifar10", n_per_batch=8, n_test=8)
     for mode in ("baseline", "emb"):
         out = tmp_path / mode
-        r = torchrun("cifar10.py", "--data", str(data), "--dry-run", "--batch-size", "4", "--quiet",
-                     f"--mode={mode}", "--results-dir", str(out))
+        r = run_script("cifar10.py", "--data", str(data), "--dry-run", "--batch-size", "4", "--quiet",
+                       f"--mode={mode}", "--results-dir", str(out), nproc=2)
         assert r.returncode == 0, r.stderr[-3000:]
         assert sorted(p.suffix for p in out.iterdir() if not p.name.endswith("_emb.npy")) == \
             [".ckpt", ".csv", ".json", ".png"]
@@ -68,7 +61,7 @@ def test_sigterm_and_resume_under_torchrun(tmp_path):
     data = make_mnist(tmp_path / "mnist", n_train=1020)  # 100 steps of 10 per epoch
     ref, out = tmp_path / "ref", tmp_path / "out"
     common = ["--data", str(data), "--val-size", "20", "--batch-size", "10", "--quiet", "--epochs", "3"]
-    r = torchrun("mlp.py", *common, "--results-dir", str(ref))
+    r = run_script("mlp.py", *common, "--results-dir", str(ref), nproc=2)
     assert r.returncode == 0, r.stderr[-3000:]
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
@@ -84,7 +77,7 @@ def test_sigterm_and_resume_under_torchrun(tmp_path):
     assert proc.returncode != 0
     assert json.loads((out / "mnist_mlp_emb_0.json").read_text())["status"] == "interrupted"
 
-    r = torchrun("mlp.py", *common, "--results-dir", str(out), "--resume")
+    r = run_script("mlp.py", *common, "--results-dir", str(out), "--resume", nproc=2)
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((ref / "mnist_mlp_emb_0.json").read_text())
     b = json.loads((out / "mnist_mlp_emb_0.json").read_text())

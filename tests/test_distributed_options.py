@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from conftest import make_mnist, run_script
-from test_distributed import torchrun
 
 
 def test_ols_two_processes_match_one(tmp_path):
@@ -19,7 +18,7 @@ def test_ols_two_processes_match_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = run_script("mlp.py", *common, "--results-dir", str(one))
     assert r1.returncode == 0, r1.stderr
-    r2 = torchrun("mlp.py", *common, "--results-dir", str(two))
+    r2 = run_script("mlp.py", *common, "--results-dir", str(two), nproc=2)
     assert r2.returncode == 0, r2.stderr[-3000:]
     a = json.loads((one / "mnist_mlp_ols_0.json").read_text())
     b = json.loads((two / "mnist_mlp_ols_0.json").read_text())
@@ -39,7 +38,7 @@ def test_freeze_emb_under_torchrun(tmp_path):
     init = tmp_path / "E.npy"
     np.save(init, M)
     out = tmp_path / "r"
-    r = torchrun("mlp.py", "--data", str(data), "--val-size", "20", "--batch-size", "20", "--epochs", "1", "--quiet",
-                 "--init-emb", str(init), "--freeze-emb", "--results-dir", str(out))
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--batch-size", "20", "--epochs", "1", "--quiet",
+                   "--init-emb", str(init), "--freeze-emb", "--results-dir", str(out), nproc=2)
     assert r.returncode == 0, r.stderr[-3000:]
     assert np.array_equal(np.load(out / "mnist_mlp_emb_0_emb.npy")[-1], M)

@@ -9,15 +9,15 @@ import torch
 import torch.nn as nn
 
 import mlp
-from conftest import make_mnist, run_main
+from conftest import grads_of, make_mnist, reaches, run_script, spec_terms, zero_or_none
 from labelemb.cli import build_parser, check_resumable, make_config
-from labelemb.data import Dataset
+from labelemb.config import RECIPES
+from labelemb.dataset import Dataset
 from labelemb.embedding import CompressedLabelEmbedding, LabelEmbLoss
 from labelemb.errors import UserError
 from labelemb.models import LabelEmbNet, build_model
 from labelemb.results import RunFiles
 from labelemb.train import run, seed_everything, train_step
-from test_embedding import _grads_of, _reaches, _zero_or_none, spec_terms
 
 
 # ----------------------------------------------------------------------------- compressed embedding
@@ -63,14 +63,14 @@ def test_compressed_routes_gradients_like_the_full_matrix():
               "head2": list(model.emb.head.parameters()), "E": _emb_params(model.emb)}
 
     def grads(loss):
-        return _grads_of(loss, groups)
+        return grads_of(loss, groups)
 
     terms = spec_terms(o1, o2, e, y, alpha=0.05)
     routes = {"o1_y": {"backbone", "head1"}, "o1_emb": {"backbone", "head1"}, "o2_y": {"head2"},
               "emb_o2": {"E"}, "re": {"head2"}}
     for name, term in terms.items():
         for group, g in grads(term).items():
-            assert _reaches(g) if group in routes[name] else _zero_or_none(g), (name, group)
+            assert reaches(g) if group in routes[name] else zero_or_none(g), (name, group)
     real = grads(LabelEmbLoss(alpha=0.05)(o1, y, o2, e))
     for got, want in zip(real["E"], grads(terms["emb_o2"])["E"]):  # E learns from L_emb_o2 alone
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
@@ -127,8 +127,6 @@ def test_snapshots_of_a_compressed_embedding(tmp_path):
 
 
 # ----------------------------------------------------------------------------- --init-emb, --freeze-emb
-def _run(capsys, *argv):
-    return run_main(capsys, mlp, *argv)
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +142,9 @@ def _dry(data, out, *extra):
 def test_init_emb_shape_mismatch(shape, mnist_dir, tmp_path, capsys):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros(shape, np.float32))
-    code, err = _run(capsys, *_dry(mnist_dir, tmp_path / "r", "--init-emb", str(bad)))
-    assert code == 2 and len(err.splitlines()) == 1
-    assert f"holds an array of shape {shape}" in err and "expected (10, 10) or (epochs, 10, 10)" in err
+    r = run_script("mlp.py", *_dry(mnist_dir, tmp_path / "r", "--init-emb", str(bad)), capsys=capsys)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+    assert f"holds an array of shape {shape}" in r.stderr and "expected (10, 10) or (epochs, 10, 10)" in r.stderr
     assert not (tmp_path / "r").exists()
 
 
@@ -157,15 +155,17 @@ def test_init_emb_shape_mismatch(shape, mnist_dir, tmp_path, capsys):
     (["--emb-dim", "-1"], "--emb-dim must be >= 1"),
 ])
 def test_bad_emb_flags(argv, message, mnist_dir, tmp_path, capsys):
-    code, err = _run(capsys, *_dry(mnist_dir, tmp_path / "r", *argv))
-    assert code == 2 and message in err and len(err.splitlines()) == 1
+    r = run_script("mlp.py", *_dry(mnist_dir, tmp_path / "r", *argv), capsys=capsys)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1
 
 
 def test_init_emb_not_a_npy(mnist_dir, tmp_path, capsys):
     junk = tmp_path / "junk.npy"
     junk.write_bytes(b"not numpy")
-    code, err = _run(capsys, *_dry(mnist_dir, tmp_path / "r", "--init-emb", str(junk)))
-    assert code == 2 and "cannot read it as a .npy array" in err and len(err.splitlines()) == 1
+    r = run_script("mlp.py", *_dry(mnist_dir, tmp_path / "r", "--init-emb", str(junk)), capsys=capsys)
+    assert r.returncode == 2 and "cannot read it as a .npy array" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert "not a .npy file" in r.stderr and "pickle" not in r.stderr  # not numpy's long advice on pickles
+    assert not (tmp_path / "r").exists()
 
 
 def _stack(tmp_path):
@@ -180,7 +180,7 @@ def _stack(tmp_path):
 def test_init_emb_starts_from_the_last_epoch(mnist_dir, tmp_path, capsys):
     path, M = _stack(tmp_path)
     out = tmp_path / "r"
-    assert _run(capsys, *_dry(mnist_dir, out, "--init-emb", str(path)))[0] == 0
+    assert run_script("mlp.py", *_dry(mnist_dir, out, "--init-emb", str(path)), capsys=capsys).returncode == 0
     E = np.load(out / "mnist_mlp_emb_0_emb.npy")[-1]
     assert np.abs(E - M).max() < 0.01  # 3 Adam steps of lr 1e-3 from M
     rec = json.loads((out / "mnist_mlp_emb_0.json").read_text())
@@ -190,8 +190,8 @@ def test_init_emb_starts_from_the_last_epoch(mnist_dir, tmp_path, capsys):
 def test_freeze_emb_leaves_E_and_head2_unchanged(mnist_dir, tmp_path, capsys):
     path, M = _stack(tmp_path)
     out = tmp_path / "r"
-    code, err = _run(capsys, *_dry(mnist_dir, out, "--init-emb", str(path), "--freeze-emb"))
-    assert code == 0, err
+    r = run_script("mlp.py", *_dry(mnist_dir, out, "--init-emb", str(path), "--freeze-emb"), capsys=capsys)
+    assert r.returncode == 0, r.stderr
     assert np.array_equal(np.load(out / "mnist_mlp_emb_0_emb.npy")[-1], M)  # E exactly M after the steps
     state = RunFiles(out, "mnist_mlp_emb_0").load_checkpoint()
     seed_everything(0)
@@ -211,7 +211,7 @@ def test_frozen_loss_is_the_head1_part_of_labelemb():
     with torch.no_grad():
         model.emb.weight.normal_()
     x, y = torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 5])
-    crit = make_criterion({"mode": "emb", "freeze_emb": True, "beta": 0.3}, model)
+    crit = make_criterion(RECIPES["mlp"].config(mode="emb", freeze_emb=True, beta=0.3), model)
     o1, o2, e = model(x, y)
     t = spec_terms(o1, o2, e, y)
     torch.testing.assert_close(crit(o1, y), 0.3 * t["o1_y"] + 0.7 * t["o1_emb"])
@@ -219,7 +219,8 @@ def test_frozen_loss_is_the_head1_part_of_labelemb():
 
 def test_old_checkpoints_without_the_new_keys_still_resume(tmp_path):
     cfg = _cfg(tmp_path)
-    old = {k: v for k, v in cfg.items() if k not in ("emb_dim", "init_emb", "freeze_emb", "smoothing", "resize")}
+    old = {k: v for k, v in cfg.to_dict().items()
+           if k not in ("emb_dim", "init_emb", "freeze_emb", "smoothing", "resize")}
     check_resumable(cfg, {"config": old}, "x.ckpt")  # no error
     with pytest.raises(UserError, match="emb_dim"):
         check_resumable(_cfg(tmp_path, "--emb-dim", "8"), {"config": old}, "x.ckpt")

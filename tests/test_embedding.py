@@ -12,29 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import grads_of, reaches, spec_terms, zero_or_none
 from labelemb.embedding import BaselineLoss, LabelEmbedding, LabelEmbLoss
 from labelemb.models import build_model
 
 
 # ----------------------------------------------------------------------------- reference
-def spec_terms(o1, o2, e, y, tau=2.0, alpha=0.9):
-    """SPEC §1, term by term, with autograd (stopgrad = .detach())."""
-    n = o1.shape[1]
-    onehot = F.one_hot(y, n).to(o1.dtype)
-
-    def ce(p, z):  # CE(p, z) = -sum_j p_j log softmax(z)_j, per sample
-        return -(p * F.log_softmax(z, dim=1)).sum(dim=1)
-
-    l_o1_y = ce(onehot, o1).mean()
-    l_o1_emb = ce(F.softmax(e, dim=1).detach(), o1).mean()
-    l_o2_y = ce(onehot, o2).mean()
-    m = (o2.argmax(dim=1) == y).to(o1.dtype).detach()
-    l_emb_o2 = (m * ce(F.softmax(o2 / tau, dim=1).detach(), e)).sum() / (m.sum() + 1e-8)
-    p_y = F.softmax(o2, dim=1).gather(1, y[:, None]).squeeze(1)
-    l_re = F.relu(p_y - alpha).sum()
-    return {"o1_y": l_o1_y, "o1_emb": l_o1_emb, "o2_y": l_o2_y, "emb_o2": l_emb_o2, "re": l_re}
-
-
 def spec_total(terms, beta=0.5):
     return (beta * terms["o1_y"] + (1 - beta) * terms["o1_emb"] + terms["o2_y"] + terms["emb_o2"]
             + terms["re"])
@@ -238,26 +221,7 @@ def _groups(model):
 
 def _grads(loss, model):
     """{group: list of grads (None where no gradient reaches the parameter)}."""
-    return _grads_of(loss, _groups(model))
-
-
-def _grads_of(loss, groups: dict) -> dict:
-    """The gradients of ``loss`` for each named list of parameters (None where none reaches)."""
-    flat = [p for ps in groups.values() for p in ps]
-    gs = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
-    out, i = {}, 0
-    for k, ps in groups.items():
-        out[k] = list(gs[i:i + len(ps)])
-        i += len(ps)
-    return out
-
-
-def _reaches(gs):
-    return any(g is not None and torch.count_nonzero(g) > 0 for g in gs)
-
-
-def _zero_or_none(gs):
-    return all(g is None or torch.count_nonzero(g) == 0 for g in gs)
+    return grads_of(loss, _groups(model))
 
 
 @pytest.fixture(scope="module")
@@ -298,9 +262,9 @@ def test_each_term_reaches_exactly_the_specs_parameters(mlp_batch):
         gs = _grads(term, model)
         for group, g in gs.items():
             if group in ROUTES[name]:
-                assert _reaches(g), f"{name} should reach {group}"
+                assert reaches(g), f"{name} should reach {group}"
             else:
-                assert _zero_or_none(g), f"{name} must not reach {group}"
+                assert zero_or_none(g), f"{name} must not reach {group}"
 
 
 @pytest.mark.parametrize("beta,alpha", [(0.5, 0.9), (0.0, 0.05), (1.0, 0.05), (0.3, 0.05)])
@@ -323,7 +287,7 @@ def test_real_loss_routes_gradients_like_the_spec(mlp_batch, beta, alpha):
 
     # E's gradient is exactly that of L_emb_o2 alone (L_o1_emb sends nothing into E)
     same(real["E"], emb_part["E"])
-    assert _reaches(real["E"])
+    assert reaches(real["E"])
     # backbone and head 1 only see the head-1 terms (head 2 sends nothing into the backbone)
     same(real["backbone"], head1_part["backbone"])
     same(real["head1"], head1_part["head1"])
@@ -336,7 +300,7 @@ def test_head2_sends_nothing_into_backbone(mlp_batch):
     _, o2, e = model(x, y)
     gs = _grads(o2.square().sum() + e.sum(), model)
     assert all(g is None for g in gs["backbone"]) and all(g is None for g in gs["head1"])
-    assert _reaches(gs["head2"]) and _reaches(gs["E"])
+    assert reaches(gs["head2"]) and reaches(gs["E"])
 
 
 def test_l_o1_emb_sends_nothing_into_E_in_the_real_loss(mlp_batch):
@@ -349,8 +313,8 @@ def test_l_o1_emb_sends_nothing_into_E_in_the_real_loss(mlp_batch):
     o1, o2, e = model(x, y)
     for beta in (0.0, 0.5):
         gs = _grads(LabelEmbLoss(beta=beta)(o1, y, o2, e), model)
-        assert _zero_or_none(gs["E"])
-        assert _reaches(gs["backbone"]) and _reaches(gs["head1"]) and _reaches(gs["head2"])
+        assert zero_or_none(gs["E"])
+        assert reaches(gs["backbone"]) and reaches(gs["head1"]) and reaches(gs["head2"])
 
 
 def test_baseline_leaves_head2_and_E_untouched(mlp_batch):

@@ -10,11 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-import cifar10
 from conftest import run_script
 from labelemb import imagefolder
-from labelemb.cli import main
-from labelemb.data import CIFAR_MEAN, load_dataset
+from labelemb.data import load_dataset
+from labelemb.dataset import CIFAR_MEAN
 from labelemb.errors import DataError
 
 CLASSES = ("cat", "airplane", "dog")  # not sorted: the loader sorts them
@@ -138,24 +137,18 @@ def test_layout_errors_are_one_clear_line(tmp_path, case, needle):
     assert needle in msg and str(culprit) in msg and "\n" not in msg
 
 
-def _run(capsys, *argv) -> tuple[int, str]:
-    try:
-        code = main(cifar10.RECIPE, list(argv))
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip()
 
 
 def test_cli_errors_exit_2(tmp_path, capsys):
     root = make_imagefolder(tmp_path / "imgs", n_train=1, n_test=1)
     out = tmp_path / "r"
-    code, err = _run(capsys, "--dataset", "imagefolder", "--results-dir", str(out))
-    assert code == 2 and "needs --data DIR" in err and len(err.splitlines()) == 1
-    code, err = _run(capsys, "--resize", "--data", str(tmp_path), "--results-dir", str(out))
-    assert code == 2 and "--resize applies to --dataset imagefolder only" in err
+    r = run_script("cifar10.py", "--dataset", "imagefolder", "--results-dir", str(out), capsys=capsys)
+    assert r.returncode == 2 and "needs --data DIR" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = run_script("cifar10.py", "--resize", "--data", str(tmp_path), "--results-dir", str(out), capsys=capsys)
+    assert r.returncode == 2 and "--resize applies to --dataset imagefolder only" in r.stderr
     Image.new("RGB", (64, 64)).save(root / "test" / "dog" / "big.png")
-    code, err = _run(capsys, "--dataset", "imagefolder", "--data", str(root), "--results-dir", str(out))
-    assert code == 2 and "big.png is 64x64 pixels" in err and "--resize" in err and len(err.splitlines()) == 1
+    r = run_script("cifar10.py", "--dataset", "imagefolder", "--data", str(root), "--results-dir", str(out), capsys=capsys)
+    assert r.returncode == 2 and "big.png is 64x64 pixels" in r.stderr and "--resize" in r.stderr and len(r.stderr.splitlines()) == 1
     assert not out.exists()
 
 

@@ -65,13 +65,16 @@ def test_dry_run_writes_record_curve_plot(script, mode, tmp_path):
     assert stem in r.stdout
 
 
-def test_recipe_defaults_in_help():
+def test_recipe_defaults_in_help(capsys):
     for script, needle in [("cifar100.py", "(default: 100)"), ("mlp.py", "(default: 15)"),
                            ("cifar100.py", "(default: 128)"), ("cnn.py", "(default: 100)")]:
-        r = run_script(script, "--help")
+        r = run_script(script, "--help", capsys=capsys)
         assert r.returncode == 0 and needle in r.stdout.replace("\n", " ")
-    r = run_script("cifar100.py", "--help")
+    r = run_script("cifar100.py", "--help", capsys=capsys)
     assert "100_results" in r.stdout and "--val-size" not in r.stdout
+    r = subprocess.run([sys.executable, str(ROOT / "mlp.py"), "--help"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)  # once as a user runs it
+    assert r.returncode == 0 and "(default: 15)" in r.stdout
 
 
 def test_runs_sweep_skips_finished(tmp_path):

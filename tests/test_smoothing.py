@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import mlp
-from conftest import make_mnist, run_main, run_script
+from conftest import make_mnist, run_script
 from labelemb.cli import build_parser, make_config
 from labelemb.data import load_dataset
 from labelemb.results import RunFiles
@@ -173,8 +173,6 @@ def test_mlp_dry_run(mode, tmp_path):
     assert math.isfinite(rec["curve"][-1]["train_loss"])
 
 
-def _run(capsys, *argv):
-    return run_main(capsys, mlp, *argv)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -185,8 +183,8 @@ def _run(capsys, *argv):
     (["--mode", "ols", "--emb-dim", "4"], "--emb-dim applies to --mode emb only"),
 ])
 def test_bad_flags(argv, message, tmp_path, capsys):
-    code, err = _run(capsys, "--data", str(tmp_path), "--results-dir", str(tmp_path / "r"), *argv)
-    assert code == 2 and message in err and len(err.splitlines()) == 1
+    r = run_script("mlp.py", "--data", str(tmp_path), "--results-dir", str(tmp_path / "r"), *argv, capsys=capsys)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "r").exists()
 
 

@@ -23,7 +23,8 @@ import shutil
 import pytest
 import torch
 
-from labelemb.data import CIFAR_MEAN, CIFAR_STD, Dataset
+from labelemb.config import RECIPES
+from labelemb.dataset import CIFAR_MEAN, CIFAR_STD, Dataset
 from labelemb.models import build_model
 from labelemb.train import make_criterion, train_step
 
@@ -53,14 +54,15 @@ def _data(shape, n, seed=0) -> Dataset:
 def _losses(arch, mode, shape, batch, steps, amp=False, channels_last=False, compile=False):
     """Per-step losses of ``steps`` training steps; everything but the option is the same."""
     data = _data(shape, batch * steps)
-    data.channels_last = channels_last
+    if channels_last:
+        data = data.with_channels_last()
     torch.manual_seed(0)
     model = build_model(arch, 10, in_channels=shape[0], image_size=shape[-1])
     if channels_last:
         model = model.to(memory_format=CL)
     fwd = torch.compile(model) if compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    criterion = make_criterion(dict(mode=mode, tau=2.0, alpha=0.9, beta=0.5))
+    criterion = make_criterion(RECIPES["mlp"].config(mode=mode))  # tau, alpha, beta: the paper's
     gen = torch.Generator().manual_seed(1)  # the same crops and flips (CIFAR) in every run
     out = []
     for s in range(steps):

@@ -1,0 +1,259 @@
+"""A run's settings: the four recipes (SPEC §2) and one frozen, typed :class:`Config`.
+
+Each fact lives here once: the paper's hyper-parameters, every allowed range (:data:`BOUNDS`,
+checked by :func:`check`, which the command line, :class:`Config` and the loss modules all
+use), each recipe's defaults (:data:`RECIPES`), and which settings a checkpoint must share with
+the command that resumes it (the fields marked ``resume``). No torch here: the report and the
+command line's help import it without the training stack.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+
+from .errors import UserError
+
+# SPEC §1: the paper's hyper-parameters; SPEC §2: its optimiser.
+TAU, ALPHA, BETA = 2.0, 0.9, 0.5
+LR = 1e-3
+SMOOTHING = 0.1  # --mode ls: the usual label-smoothing epsilon (not from the paper)
+# baseline and emb are the paper's; ls (label smoothing) and ols (online label smoothing) are rivals
+MODES = ("baseline", "emb", "ls", "ols")
+ARCHS = ("mlp", "cnn", "resnet18", "resnet8")
+DEVICES = ("auto", "cpu", "cuda")
+REPORTED = ("final", "best_val")
+
+
+class ConfigError(UserError, ValueError):
+    """A setting outside its range: one line for the command line, a ValueError for library users."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed values of one number: ``lo``/``hi`` (None: unbounded), each end open or closed."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    hint: str = ""  # said after the error, e.g. "the paper uses 2"
+    text: str = ""  # how the range is said, when not simply from lo/hi
+
+    def holds(self, v) -> bool:
+        return ((self.lo is None or (v > self.lo if self.lo_open else v >= self.lo))
+                and (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)))
+
+    def describe(self) -> str:
+        if self.text:
+            return self.text
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+BOUNDS = {
+    "tau": Bound(0, lo_open=True, hint="the paper uses 2"),
+    "alpha": Bound(0, 1, lo_open=True, hint="the paper uses 0.9"),
+    "beta": Bound(0, 1, hint="the paper uses 0.5"),
+    "lr": Bound(0, lo_open=True, hint="the paper uses 1e-3"),
+    "lr_decay": Bound(0, lo_open=True),
+    "smoothing": Bound(0, 1, hi_open=True, hint="0.1 is usual"),
+    "hard_weight": Bound(0, 1),
+    "epochs": Bound(1),
+    "batch_size": Bound(1),
+    "test_batch_size": Bound(1),
+    "evals_per_epoch": Bound(1),
+    "lr_decay_every": Bound(0),
+    "val_size": Bound(0),
+    "num": Bound(0),
+    "runs": Bound(1),
+    "world_size": Bound(1),
+    "emb_dim": Bound(0, text=">= 1 (or 0 for the full n x n matrix)"),
+}
+
+
+def check(name: str, value, flag: bool = False) -> None:
+    """:class:`ConfigError` unless ``value`` is a finite number in ``BOUNDS[name]``.
+
+    ``flag``: name the setting as its command-line flag (``--batch-size``) in the message.
+    """
+    bound = BOUNDS[name]
+    shown = "--" + name.replace("_", "-") if flag else name
+    hint = f"; {bound.hint}" if bound.hint else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{shown} must be a number {bound.describe()}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{shown} must be a finite number {bound.describe()}, got {value}{hint}")
+    if not bound.holds(value):
+        raise ConfigError(f"{shown} must be {bound.describe()}, got {value}{hint}")
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def _resume(default=MISSING, **meta):
+    """A setting a checkpoint must share with the command that resumes it."""
+    return field(default=default, metadata={"resume": True, **meta})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of one run. Saved (as a dict) in its record and checkpoint.
+
+    Build one with :meth:`Recipe.config` (a recipe's defaults plus changes), from the command
+    line (``labelemb.cli.make_config``) or from a saved record (:meth:`from_record`). Invalid
+    values raise :class:`ConfigError` when it is made.
+    """
+
+    # The recipe (SPEC §2); a recipe's defaults come from RECIPES.
+    task: str = _resume()
+    arch: str = _resume()
+    dataset: str = _resume()
+    epochs: int = _resume()
+    batch_size: int = _resume()  # the global batch (all processes together)
+    test_batch_size: int = _resume()
+    lr: float = _resume(LR)
+    lr_decay_every: int = _resume(0)  # epochs between decays; 0 = constant learning rate
+    lr_decay: float = _resume(1.0)
+    evals_per_epoch: int = _resume(1)
+    drop_last: bool = _resume(False)
+    val_size: int = _resume(0)  # first training images held out for validation
+    reported: str = _resume("final")  # "final" test error, or test error at the "best_val" point
+    # The method (SPEC §1).
+    mode: str = _resume("emb")
+    tau: float = _resume(TAU)
+    alpha: float = _resume(ALPHA)
+    beta: float = _resume(BETA)
+    # Which run, and where.
+    seed: int = _resume(0)
+    num: int = 0  # run index, part of the file names
+    dry_run: bool = _resume(False)
+    world_size: int = 1
+    quiet: bool = False
+    data: str | None = None
+    results_dir: str | None = None
+    device: str = "auto"
+    # Numerics and speed (opt-in; the defaults are SPEC's fp32).
+    amp: bool = _resume(False)
+    channels_last: bool = False
+    compile: bool = False
+    # Beyond the paper (opt-in).
+    emb_dim: int = _resume(0)
+    init_emb: str | None = _resume(None)
+    freeze_emb: bool = _resume(False)
+    smoothing: float | None = _resume(None)  # --mode ls only
+    resize: bool = _resume(False)
+
+    def __post_init__(self):
+        _choice("mode", self.mode, MODES)
+        _choice("arch", self.arch, ARCHS)
+        _choice("device", self.device, DEVICES)
+        _choice("reported", self.reported, REPORTED)
+        for name in ("tau", "alpha", "beta", "lr", "lr_decay", "epochs", "batch_size", "test_batch_size",
+                     "evals_per_epoch", "lr_decay_every", "val_size", "num", "world_size", "emb_dim"):
+            check(name, getattr(self, name), flag=True)
+        if self.smoothing is not None:
+            check("smoothing", self.smoothing, flag=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"--seed must be an integer, got {self.seed!r}")
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        for flag, given in (("--emb-dim", self.emb_dim > 0), ("--init-emb", self.init_emb is not None),
+                            ("--freeze-emb", self.freeze_emb)):
+            if given and self.mode != "emb":
+                raise ConfigError(f"{flag} applies to --mode emb only (got --mode {self.mode})")
+        if self.emb_dim > 0 and (self.init_emb is not None or self.freeze_emb):
+            raise ConfigError(f"{'--init-emb' if self.init_emb is not None else '--freeze-emb'} works on the full "
+                              "n x n matrix; it cannot be combined with --emb-dim")
+        if self.smoothing is not None and self.mode != "ls":
+            raise ConfigError(f"--smoothing applies to --mode ls only (got --mode {self.mode})")
+        if self.resize and self.dataset != "imagefolder":
+            raise ConfigError(f"--resize applies to --dataset imagefolder only (got --dataset {self.dataset})")
+        if self.dataset == "imagefolder" and self.data is None:
+            raise ConfigError("--dataset imagefolder needs --data DIR holding train/ and test/, each with one "
+                              "sub-folder of images per class")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def two_heads(self) -> bool:
+        """Whether a training step computes head 2 and E[y] (LabelEmb with a learned E)."""
+        return self.mode == "emb" and not self.freeze_emb
+
+    @property
+    def label_smoothing(self) -> float:
+        """The epsilon of --mode ls (SMOOTHING unless set)."""
+        return SMOOTHING if self.smoothing is None else self.smoothing
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes) -> "Config":
+        return replace(self, **changes)
+
+    # ------------------------------------------------------------------ saved configs
+    @classmethod
+    def from_record(cls, saved: dict) -> "Config":
+        """The Config of a record's or checkpoint's ``config`` dict. Settings added after it was
+        written take their defaults (the value the older code ran with); keys this version does
+        not know are ignored."""
+        if not isinstance(saved, dict):
+            raise ConfigError(f"a saved config must be a dict, got {type(saved).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in saved.items() if k in known}
+        return cls(**values)
+
+    def resume_mismatch(self, saved: "Config") -> list[tuple[str, object, object]]:
+        """(key, saved value, this value) for each resume key where ``saved`` differs from this config."""
+        return [(k, getattr(saved, k), getattr(self, k)) for k in RESUME_KEYS if getattr(saved, k) != getattr(self, k)]
+
+
+RESUME_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resume"))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One entry script: its task's defaults as the authors' code ran it (SPEC §2)."""
+
+    task: str
+    arch: str
+    datasets: tuple[str, ...]  # the first is the default
+    results_dir: str
+    epochs: int
+    batch_size: int
+    test_batch_size: int
+    lr: float = LR
+    lr_decay_every: int = 0
+    lr_decay: float = 1.0
+    evals_per_epoch: int = 1
+    drop_last: bool = False
+    val_size: int = 0
+    reported: str = "final"
+
+    def config(self, **changes) -> Config:
+        """This recipe's Config, with ``changes`` (any Config field) applied."""
+        base = {k: v for k, v in asdict(self).items() if k not in ("datasets", "results_dir")}
+        base.update(dataset=self.datasets[0], results_dir=self.results_dir)
+        return Config(**(base | changes))
+
+
+RECIPES = {
+    # MNIST, 784-500-500 MLP: 15 epochs of 550 steps, 5 evaluations per epoch; reported: the test
+    # error at the evaluation with the best validation accuracy.
+    "mlp": Recipe(task="mlp", arch="mlp", datasets=("mnist", "fashion-mnist"), results_dir="mlp_results",
+                  epochs=15, batch_size=100, test_batch_size=1000, evals_per_epoch=5, drop_last=True,
+                  val_size=5000, reported="best_val"),
+    # MNIST, the TensorFlow-tutorial CNN: as the MLP; reported: the test error at the last evaluation.
+    "cnn": Recipe(task="cnn", arch="cnn", datasets=("mnist", "fashion-mnist"), results_dir="cnn_results",
+                  epochs=15, batch_size=100, test_batch_size=1000, evals_per_epoch=5, drop_last=True,
+                  val_size=5000),
+    # CIFAR-10, the wide ResNet-8: 100 epochs at a constant lr 1e-3.
+    "cifar10": Recipe(task="cifar10", arch="resnet8", datasets=("cifar10", "imagefolder"),
+                      results_dir="10_results", epochs=100, batch_size=128, test_batch_size=100),
+    # CIFAR-100, the wide ResNet-18: 100 epochs, lr 1e-3 x 0.2 every 40 epochs.
+    "cifar100": Recipe(task="cifar100", arch="resnet18", datasets=("cifar100", "imagefolder"),
+                       results_dir="100_results", epochs=100, batch_size=128, test_batch_size=100,
+                       lr_decay_every=40, lr_decay=0.2),
+}

@@ -1,0 +1,53 @@
+"""How a run stops early: on a signal (resumable) or on its own (a non-finite loss)."""
+from __future__ import annotations
+
+import os
+import signal
+
+from .distributed import Dist
+
+STOP_CHECK_EVERY = 20  # under DDP, steps between agreeing on a stop request (a collective, so not every step)
+
+
+class RunFailed(Exception):
+    """The run stopped on its own (non-finite loss); its record is marked failed."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM: a checkpoint was written; the run can be resumed."""
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM so the loop stops after the current step; a second SIGINT exits at once.
+
+    Every file is written atomically, so exiting at once never leaves half a file behind.
+    """
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            print("\nsecond interrupt: exiting now (files are written atomically, nothing is half-written)",
+                  flush=True)
+            os._exit(130)
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def stop_agreed(stop: StopFlag | None, dist: Dist, step: int, at_pause: bool) -> bool:
+    """Whether to stop after this step. One process: the flag. Under DDP all ranks must take the
+    same branch, so they agree (a sum over ranks) at pauses and every STOP_CHECK_EVERY steps."""
+    wanted = stop is not None and stop.requested is not None
+    if dist.active and not at_pause and step % STOP_CHECK_EVERY:
+        return False
+    return dist.any(wanted)
