@@ -10,7 +10,7 @@ _EXPORTS = {
     "LabelEmbedding": "embedding", "LabelEmbLoss": "embedding", "BaselineLoss": "embedding",
     "LabelEmbNet": "models", "MnistMLP": "models", "MnistCNN": "models", "WideResNet": "models",
     "resnet18_wide": "models", "resnet8_wide": "models", "build_model": "models",
-    "UserError": "errors", "DataError": "errors",
+    "UserError": "errors", "DataError": "errors", "Config": "config", "RECIPES": "config",
     "CompressedLabelEmbedding": "embedding", "LabelSmoothingLoss": "smoothing",
     "OnlineLabelSmoothingLoss": "smoothing", "SoftTargetLoss": "smoothing", "load_imagefolder": "imagefolder",
 }

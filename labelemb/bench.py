@@ -195,6 +195,29 @@ def _summary(secs: list[float], steps: int, batch: int) -> dict:
     return {"ms_per_step": med, "images_per_s": 1000 * batch / med, "windows_ms_per_step": ms}
 
 
+def _mode_summary(task: Task, mode: str, secs: dict[str, list[float]], data_ms: dict[str, float], feeds: dict,
+                  steps: int, bs: int, matmul: dict) -> dict:
+    """One mode's times with our feed, its FLOP/s, and the same model's times with each other feed."""
+    flops = forward_flops(task.arch, task, mode == "emb")
+    ours = _summary(secs["ours"], steps, bs)
+    step_flops = 3 * flops * bs
+    ours.update(
+        data_ms_per_step=data_ms["ours"], data_share=data_ms["ours"] / ours["ms_per_step"],
+        forward_flops_per_sample=flops, train_flops_per_step=step_flops,
+        flops_per_s=step_flops / (ours["ms_per_step"] / 1000),
+    )
+    ours["fraction_of_matmul"] = ours["flops_per_s"] / matmul["flops_per_s"]
+    for f in feeds:
+        if f == "ours":
+            continue
+        other = _summary(secs[f], steps, bs)
+        other.update(data_ms_per_step=data_ms[f], data_share=data_ms[f] / other["ms_per_step"],
+                     pipeline=feeds[f].description)
+        ours[f] = other
+        ours[f"ours_over_{f}"] = ours["ms_per_step"] / other["ms_per_step"]
+    return ours
+
+
 def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Namespace,
                matmul: dict, say) -> dict:
     steps = opts.steps or (QUICK["steps"] if opts.quick else task.steps[device.type])
@@ -240,24 +263,7 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
     data_ms = {f: 1000 * statistics.median(v) / steps for f, v in data_secs.items()}
 
     for m in modes:
-        flops = forward_flops(task.arch, task, m == "emb")
-        ours = _summary(secs[(m, "ours")], steps, bs)
-        step_flops = 3 * flops * bs
-        ours.update(
-            data_ms_per_step=data_ms["ours"], data_share=data_ms["ours"] / ours["ms_per_step"],
-            forward_flops_per_sample=flops, train_flops_per_step=step_flops,
-            flops_per_s=step_flops / (ours["ms_per_step"] / 1000),
-        )
-        ours["fraction_of_matmul"] = ours["flops_per_s"] / matmul["flops_per_s"]
-        for f in feeds:
-            if f == "ours":
-                continue
-            other = _summary(secs[(m, f)], steps, bs)
-            other.update(data_ms_per_step=data_ms[f], data_share=data_ms[f] / other["ms_per_step"],
-                         pipeline=feeds[f].description)
-            ours[f] = other
-            ours[f"ours_over_{f}"] = ours["ms_per_step"] / other["ms_per_step"]
-        out["modes"][m] = ours
+        out["modes"][m] = _mode_summary(task, m, {f: secs[(m, f)] for f in feeds}, data_ms, feeds, steps, bs, matmul)
     if len(modes) == 2:
         out["emb_over_baseline"] = out["modes"]["emb"]["ms_per_step"] / out["modes"]["baseline"]["ms_per_step"]
     else:

@@ -38,6 +38,7 @@ class Bound:
     hi_open: bool = False
     hint: str = ""  # said after the error, e.g. "the paper uses 2"
     text: str = ""  # how the range is said, when not simply from lo/hi
+    integer: bool = False  # a count (epochs, batch size, ...), not a real number
 
     def holds(self, v) -> bool:
         return ((self.lo is None or (v > self.lo if self.lo_open else v >= self.lo))
@@ -59,16 +60,16 @@ BOUNDS = {
     "lr_decay": Bound(0, lo_open=True),
     "smoothing": Bound(0, 1, hi_open=True, hint="0.1 is usual"),
     "hard_weight": Bound(0, 1),
-    "epochs": Bound(1),
-    "batch_size": Bound(1),
-    "test_batch_size": Bound(1),
-    "evals_per_epoch": Bound(1),
-    "lr_decay_every": Bound(0),
-    "val_size": Bound(0),
-    "num": Bound(0),
-    "runs": Bound(1),
-    "world_size": Bound(1),
-    "emb_dim": Bound(0, text=">= 1 (or 0 for the full n x n matrix)"),
+    "epochs": Bound(1, integer=True),
+    "batch_size": Bound(1, integer=True),
+    "test_batch_size": Bound(1, integer=True),
+    "evals_per_epoch": Bound(1, integer=True),
+    "lr_decay_every": Bound(0, integer=True),
+    "val_size": Bound(0, integer=True),
+    "num": Bound(0, integer=True),
+    "runs": Bound(1, integer=True),
+    "world_size": Bound(1, integer=True),
+    "emb_dim": Bound(0, integer=True, text=">= 1 (or 0 for the full n x n matrix)"),
 }
 
 
@@ -80,8 +81,10 @@ def check(name: str, value, flag: bool = False) -> None:
     bound = BOUNDS[name]
     shown = "--" + name.replace("_", "-") if flag else name
     hint = f"; {bound.hint}" if bound.hint else ""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{shown} must be a number {bound.describe()}, got {value!r}")
+    kind = int if bound.integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{shown} must be {'an integer' if bound.integer else 'a number'} {bound.describe()}, "
+                          f"got {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"{shown} must be a finite number {bound.describe()}, got {value}{hint}")
     if not bound.holds(value):
@@ -96,6 +99,12 @@ def _choice(name: str, value, allowed) -> None:
 def _resume(default=MISSING, **meta):
     """A setting a checkpoint must share with the command that resumes it."""
     return field(default=default, metadata={"resume": True, **meta})
+
+
+def _variant(default):
+    """An opt-in setting that changes what is trained: a checkpoint must share it, and the report
+    warns when runs of one mode differ in it."""
+    return _resume(default, variant=True)
 
 
 @dataclass(frozen=True)
@@ -136,15 +145,15 @@ class Config:
     results_dir: str | None = None
     device: str = "auto"
     # Numerics and speed (opt-in; the defaults are SPEC's fp32).
-    amp: bool = _resume(False)
+    amp: bool = _variant(False)
     channels_last: bool = False
     compile: bool = False
     # Beyond the paper (opt-in).
-    emb_dim: int = _resume(0)
-    init_emb: str | None = _resume(None)
-    freeze_emb: bool = _resume(False)
-    smoothing: float | None = _resume(None)  # --mode ls only
-    resize: bool = _resume(False)
+    emb_dim: int = _variant(0)
+    init_emb: str | None = _variant(None)
+    freeze_emb: bool = _variant(False)
+    smoothing: float | None = _variant(None)  # --mode ls only
+    resize: bool = _variant(False)
 
     def __post_init__(self):
         _choice("mode", self.mode, MODES)
@@ -211,6 +220,8 @@ class Config:
 
 
 RESUME_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resume"))
+# Opt-in settings beyond the paper's recipe, with the value a record written before one existed implies.
+VARIANT_DEFAULTS = {f.name: f.default for f in fields(Config) if f.metadata.get("variant")}
 
 
 @dataclass(frozen=True)

@@ -87,13 +87,6 @@ def welch_reference(a: list[float], b: list[float]) -> float:
 
 
 # ----------------------------------------------------------------------------- statistics
-def test_betainc_closed_forms():
-    for x in (0.0, 0.1, 0.5, 0.93, 1.0):
-        assert rp.betainc(1.0, 1.0, x) == pytest.approx(x, abs=1e-12)
-        assert rp.betainc(1.0, 3.5, x) == pytest.approx(1 - (1 - x) ** 3.5, abs=1e-12)
-        assert rp.betainc(2.5, 1.0, x) == pytest.approx(x ** 2.5, abs=1e-12)
-
-
 def test_welch_against_closed_form_and_scipy():
     # n = 2 each, equal variances: df = 2, and P(|T_2| >= |t|) = 1 - |t| / sqrt(t^2 + 2).
     w = rp.welch_ttest([0.0, 2.0], [1.0, 3.0])

@@ -1,0 +1,79 @@
+"""A report per results folder: read and summarise everything first, then write."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..results import RECORD_FORMAT, atomic_write
+from .figures import plot_curves, plot_heatmap, _safe
+from .groups import Group, build_group, check_class_names
+from .records import Run, load_folder
+from .text import csv_text, folder_markdown, group_table
+
+
+@dataclass
+class FolderReport:
+    folder: Path
+    groups: list[Group]
+    skipped: list[tuple[str, str]]  # (file name, reason), runs' embedding problems included
+    markdown: str = ""
+    tables: str = ""  # what is printed: the tables alone
+    written: list[Path] = field(default_factory=list)
+
+
+def analyse_folder(folder: Path, include_dry_run: bool, run_num: int | None,
+                   wanted: list[str] | None) -> FolderReport:
+    """Read and summarise one folder without writing anything; UserError for bad input."""
+    if not folder.exists():
+        raise UserError(f"results folder {folder} does not exist")
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; give results folders such as mlp_results")
+    runs, skipped, candidates = load_folder(folder, include_dry_run)
+    if candidates == 0:
+        raise UserError(f"no run records (*.json of format {RECORD_FORMAT}) in {folder}")
+    by_group: dict[tuple[str, str], dict[str, list[Run]]] = {}
+    for r in runs:
+        by_group.setdefault((r.task, r.dataset), {}).setdefault(r.mode, []).append(r)
+    groups = [build_group(t, d, by_group[(t, d)], run_num, wanted, skipped) for t, d in sorted(by_group)]
+    return FolderReport(folder, groups, skipped)
+
+
+def write_folder(rep: FolderReport) -> None:
+    """report.md, report.csv, curves.png and the heatmap(s) into the folder."""
+    groups, folder = rep.groups, rep.folder
+    curves = None
+    if any(r.curve for g in groups for runs in g.by_mode.values() for r in runs):
+        curves = "curves.png"
+        plot_curves(groups, folder / curves)
+        rep.written.append(folder / curves)
+    with_map = [g for g in groups if g.heatmap is not None]
+    for g in with_map:
+        g.heatmap_file = "heatmap.png" if len(with_map) == 1 else f"heatmap_{_safe(g.task)}_{_safe(g.dataset)}.png"
+        plot_heatmap(g, folder / g.heatmap_file)
+        rep.written.append(folder / g.heatmap_file)
+    rep.markdown = folder_markdown(folder, groups, rep.skipped, curves)
+    rep.tables = "\n".join(group_table(g) for g in groups) or "No complete runs yet.\n"
+    for name, text in (("report.md", rep.markdown), ("report.csv", csv_text(groups))):
+        atomic_write(folder / name, text.encode())
+        rep.written.append(folder / name)
+
+
+def make_report(folders: list[str | Path], include_dry_run: bool = False, run_num: int | None = None,
+                wanted: list[str] | None = None) -> list[FolderReport]:
+    """Analyse every folder first (so bad input writes nothing), then write each folder's report.
+
+    ``run_num``: heatmap of that emb run instead of the mean; ``wanted``: class names for the heatmap.
+    """
+    reports = [analyse_folder(Path(f), include_dry_run, run_num, wanted) for f in folders]
+    if run_num is not None and not any(g.heatmap is not None for r in reports for g in r.groups):
+        raise UserError(f"--run {run_num}: no complete emb run #{run_num} with an embedding in "
+                        + ", ".join(str(f) for f in folders))
+    if wanted:
+        check_class_names(wanted, [g for r in reports for g in r.groups])
+    for rep in reports:
+        try:
+            write_folder(rep)
+        except OSError as e:
+            raise UserError(f"cannot write the report into {rep.folder} ({e.strerror or e})") from None
+    return reports
