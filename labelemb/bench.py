@@ -52,7 +52,7 @@ from .bench_feeds import CLASSIC_WORKERS, ClassicFeed, OurFeed
 from .config import RECIPES, Config
 from .data import FASHION_CLASSES
 from .dataset import CIFAR_MEAN, CIFAR_STD, Dataset
-from .device import resolve_device
+from .device import configure, precision, resolve_device
 from .models import build_model
 from .parsing import Parser, parser
 from .results import RunFiles, environment, write_json
@@ -157,7 +157,8 @@ def forward_flops(arch: str, task: Task, emb: bool) -> int:
 
 
 def matmul_flops(device: torch.device, windows: int, min_seconds: float = 0.3) -> dict:
-    """FLOP/s of a 2048x2048 fp32 matmul on ``device`` (median of ``windows`` timed windows)."""
+    """FLOP/s of a 2048x2048 fp32 matmul on ``device`` (median of ``windows`` timed windows), with the
+    numerics configured now (strict fp32, or TF32 with --tf32 on CUDA)."""
     g = torch.Generator().manual_seed(0)
     a, b = (torch.randn(MATMUL_N, MATMUL_N, generator=g).to(device) for _ in range(2))
     for _ in range(2):
@@ -168,14 +169,14 @@ def matmul_flops(device: torch.device, windows: int, min_seconds: float = 0.3) -
     flop = 2 * MATMUL_N ** 3
     return {"n": MATMUL_N, "dtype": "float32", "reps_per_window": reps, "seconds_per_matmul": statistics.median(secs),
             "windows_seconds": secs, "flops_per_s": flop / statistics.median(secs),
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+            "precision": precision(device, amp=False)}
 
 
 # ----------------------------------------------------------------------------- one model
 def bench_config(name: str, mode: str, batch_size: int, opts: argparse.Namespace, **changes) -> Config:
     """The recipe's Config for one timed model, with the benchmark's batch, seed and speed options."""
     return RECIPES[name].config(mode=mode, batch_size=batch_size, seed=opts.seed, quiet=True, amp=opts.amp,
-                                channels_last=opts.channels_last, compile=opts.compile, **changes)
+                                tf32=opts.tf32, channels_last=opts.channels_last, compile=opts.compile, **changes)
 
 
 def make_step(cfg: Config, data: Dataset, device: torch.device):
@@ -391,7 +392,7 @@ def _fmt(v, spec: str) -> str:
 def table(result: dict) -> str:
     mm = result["matmul"]["flops_per_s"]
     lines = [f"device {result['env']['device']} ({result['env'].get('device_name')}), {result['env']['threads']} "
-             f"threads; 2048x2048 fp32 matmul: {mm / 1e9:.1f} GFLOP/s",
+             f"threads; 2048x2048 fp32 matmul ({result['matmul']['precision']}): {mm / 1e9:.1f} GFLOP/s",
              f"{'task':9s} {'mode':8s} {'ms/step':>9s} {'img/s':>8s} {'emb/base':>8s} {'classic':>9s} "
              f"{'ours/cls':>8s} {'ours/TDL':>8s} {'data%':>6s} {'cls data%':>9s} {'GFLOP/s':>8s} {'%matmul':>7s}"]
     for name, t in result["tasks"].items():
@@ -459,6 +460,8 @@ def build_parser() -> Parser:
     a("--seed", type=int, default=0, help="seed of the synthetic data and the models")
     a("--out", default=None, help="JSON output file (default: bench_<device>.json in the current folder)")
     g = p.add_argument_group("opt-in speed options, as in the training scripts")
+    g.add_argument("--tf32", action="store_true", help="TF32 matmuls and convolutions on CUDA (default: strict "
+                                                      "fp32, as the training scripts)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward pass")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (compiles during warm-up)")
@@ -479,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(opts.device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
+    configure(device, tf32=opts.tf32)
     out_path = Path(opts.out or f"bench_{device.type}.json")
 
     def say(msg: str) -> None:
@@ -488,8 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"format": BENCH_FORMAT, "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "command": ["python3", "-m", "labelemb.bench", *(sys.argv[1:] if argv is None else argv)],
               "config": {k: v for k, v in vars(opts).items() if k != "out"} | {"tasks": tasks},
-              "env": environment(device)}
-    say(f"timing a {MATMUL_N}x{MATMUL_N} fp32 matmul on {device}")
+              "env": {**environment(device), "precision": precision(device, opts.amp)}}
+    say(f"timing a {MATMUL_N}x{MATMUL_N} fp32 matmul on {device} ({precision(device, amp=False)})")
     result["matmul"] = matmul_flops(device, windows=1 if opts.quick else 3)
     result["tasks"] = {}
     for name in tasks:

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from .config import ALPHA, BETA, MODES, SMOOTHING, TAU, Config, Recipe, check
+from .config import ALPHA, BETA, BN_INITS, MODES, SMOOTHING, TAU, Config, Recipe, check
 from .data import default_data_dir, load_dataset
 from .device import resolve_device
 from .distributed import Dist, from_env, setup, teardown
@@ -56,7 +56,12 @@ def build_parser(recipe: Recipe) -> Parser:
     a("--overwrite", action="store_true", help="retrain a run whose record is already complete")
     a("--dry-run", action="store_true", help="a few steps of one epoch, for smoke tests")
     a("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    g = p.add_argument_group("opt-in speed (off by default: the defaults are the paper's fp32 recipe)")
+    a("--bn-init", choices=BN_INITS, default=recipe.bn_init,
+      help="BatchNorm scales at the start: uniform in [0, 1) as in PyTorch 0.2, which the authors ran (SPEC); "
+           "ones as in today's PyTorch" if recipe.bn_init else argparse.SUPPRESS)
+    g = p.add_argument_group("opt-in speed (off by default: the defaults are the paper's recipe in strict fp32, "
+                             "TF32 off on CUDA)")
+    g.add_argument("--tf32", action="store_true", help="TF32 for CUDA matmuls and convolutions (no effect on a CPU)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward pass (loss in fp32)")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format for conv nets")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first steps)")
@@ -103,7 +108,8 @@ def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int =
         num=num, seed=num if args.seed is None else args.seed + num - args.num, world_size=world,
         dry_run=args.dry_run, quiet=args.quiet, device=args.device, results_dir=args.results_dir,
         data=args.data if args.data is not None else default_data_dir(args.dataset),
-        amp=args.amp, channels_last=args.channels_last, compile=args.compile, emb_dim=args.emb_dim,
+        amp=args.amp, tf32=args.tf32, channels_last=args.channels_last, compile=args.compile,
+        bn_init=args.bn_init, emb_dim=args.emb_dim,
         init_emb=os.path.abspath(args.init_emb) if args.init_emb else None, freeze_emb=args.freeze_emb,
         smoothing=smoothing, resize=args.resize)
 

@@ -20,6 +20,10 @@ SMOOTHING = 0.1  # --mode ls: the usual label-smoothing epsilon (not from the pa
 # baseline and emb are the paper's; ls (label smoothing) and ols (online label smoothing) are rivals
 MODES = ("baseline", "emb", "ls", "ols")
 ARCHS = ("mlp", "cnn", "resnet18", "resnet8")
+BN_ARCHS = ("resnet18", "resnet8")  # the architectures with BatchNorm
+# BatchNorm scales at the start: "uniform" in [0, 1) as in PyTorch 0.2, which the authors ran (SPEC §2);
+# "ones" as in PyTorch >= 1.0
+BN_INITS = ("uniform", "ones")
 DEVICES = ("auto", "cpu", "cuda")
 REPORTED = ("final", "best_val")
 
@@ -145,9 +149,12 @@ class Config:
     results_dir: str | None = None
     device: str = "auto"
     # Numerics and speed (opt-in; the defaults are SPEC's fp32).
-    amp: bool = _variant(False)
+    amp: bool = _variant(False)  # bf16 autocast
+    tf32: bool = _variant(False)  # TF32 matmuls and convolutions (CUDA)
     channels_last: bool = False
     compile: bool = False
+    # Initialisation of BatchNorm scales: BN_INITS for the architectures with BatchNorm, None for the others.
+    bn_init: str | None = _variant(None)
     # Beyond the paper (opt-in).
     emb_dim: int = _variant(0)
     init_emb: str | None = _variant(None)
@@ -170,6 +177,11 @@ class Config:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
+        if self.arch in BN_ARCHS:
+            _choice("bn_init", self.bn_init, BN_INITS)
+        elif self.bn_init is not None:
+            raise ConfigError(f"--bn-init applies to the architectures with BatchNorm ({', '.join(BN_ARCHS)}), "
+                              f"not {self.arch}")
         for flag, given in (("--emb-dim", self.emb_dim > 0), ("--init-emb", self.init_emb is not None),
                             ("--freeze-emb", self.freeze_emb)):
             if given and self.mode != "emb":
@@ -206,12 +218,14 @@ class Config:
     @classmethod
     def from_record(cls, saved: dict) -> "Config":
         """The Config of a record's or checkpoint's ``config`` dict. Settings added after it was
-        written take their defaults (the value the older code ran with); keys this version does
-        not know are ignored."""
+        written take their defaults (the value the older code ran with; for ``bn_init`` of a
+        ResNet that is "ones"); keys this version does not know are ignored."""
         if not isinstance(saved, dict):
             raise ConfigError(f"a saved config must be a dict, got {type(saved).__name__}")
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name for f in fields(cls)}
         values = {k: v for k, v in saved.items() if k in known}
+        if "bn_init" not in values and values.get("arch") in BN_ARCHS:
+            values["bn_init"] = "ones"  # before --bn-init existed, PyTorch's default (ones) ran
         return cls(**values)
 
     def resume_mismatch(self, saved: "Config") -> list[tuple[str, object, object]]:
@@ -243,10 +257,15 @@ class Recipe:
     val_size: int = 0
     reported: str = "final"
 
+    @property
+    def bn_init(self) -> str | None:
+        """SPEC §2: BatchNorm scales start uniform in [0, 1) (PyTorch 0.2); None without BatchNorm."""
+        return "uniform" if self.arch in BN_ARCHS else None
+
     def config(self, **changes) -> Config:
         """This recipe's Config, with ``changes`` (any Config field) applied."""
         base = {k: v for k, v in asdict(self).items() if k not in ("datasets", "results_dir")}
-        base.update(dataset=self.datasets[0], results_dir=self.results_dir)
+        base.update(dataset=self.datasets[0], results_dir=self.results_dir, bn_init=self.bn_init)
         return Config(**(base | changes))
 
 

@@ -1,7 +1,8 @@
 """Several processes (torchrun): one run trained with DistributedDataParallel.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything here is a no-op and a
-run is one process. Each rank takes a contiguous shard of every global batch (the recipe's
+run is one process. Under torchrun a process group is made even for one process (NCCL on one
+GPU), so that the run takes the same path as on many. Each rank takes a contiguous shard of every global batch (the recipe's
 batch, same permutation and same augmentation draws on every rank), so the ranks together see
 exactly the batches one process would, and the losses are scaled so that DDP's gradient
 average equals the single-process gradient (see ``LabelEmbLoss.forward(global_batch=...)``).
@@ -21,6 +22,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: str = "cpu"  # where collectives' tensors live (NCCL needs CUDA tensors)
+    launched: bool = False  # started by torchrun: a process group, DDP and sharding, however many processes
 
     @property
     def main(self) -> bool:
@@ -29,7 +31,7 @@ class Dist:
 
     @property
     def active(self) -> bool:
-        return self.world > 1
+        return self.launched
 
     def shard(self, n: int) -> slice:
         """This rank's contiguous part of n items (sizes differ by at most one)."""
@@ -62,11 +64,11 @@ class Dist:
 
 
 def from_env() -> Dist:
-    """The process's place in a torchrun job (rank 0 of 1 without torchrun)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """The process's place in a torchrun job (rank 0 of 1, not launched, without torchrun)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Dist()
-    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")),
+                launched=True)
 
 
 def setup(d: Dist, device: torch.device) -> tuple[Dist, torch.device]:

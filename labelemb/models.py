@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ARCHS
+from .config import ARCHS, BN_INITS
 from .embedding import CompressedLabelEmbedding, LabelEmbedding
 
 
@@ -155,13 +155,26 @@ class LabelEmbNet(nn.Module):
         return o1, o2, e
 
 
+def init_batchnorm_(model: nn.Module, how: str) -> None:
+    """Every BatchNorm's bias 0 and scale ``how``: "uniform" in [0, 1), as PyTorch 0.2 (the
+    authors') started it, or "ones", as PyTorch >= 1.0 does. The uniform scales are drawn from
+    the global RNG, after every other weight, so the other weights are those of a "ones" model."""
+    if how not in BN_INITS:
+        raise ValueError(f"bn_init must be one of {', '.join(BN_INITS)}, got {how!r}")
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.uniform_(m.weight) if how == "uniform" else nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 28,
-                emb_dim: int | None = None) -> LabelEmbNet:
+                emb_dim: int | None = None, bn_init: str = "uniform") -> LabelEmbNet:
     """The recipe's network, initialised as the authors' code did (SPEC §2).
 
     ``emb_dim`` (opt-in, ``--emb-dim``): a compressed label embedding of that width instead of
     the n x n matrix (its parameters are drawn from the same RNG stream, so the heads' initial
-    weights then differ from a full-matrix model of the same seed).
+    weights then differ from a full-matrix model of the same seed). ``bn_init``: the ResNets'
+    BatchNorm scales, see :func:`init_batchnorm_` (the MLP and CNN have no BatchNorm).
     """
     if arch == "mlp":
         backbone = MnistMLP(in_features=image_size * image_size * in_channels)
@@ -171,8 +184,9 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: i
         backbone = MnistCNN()
         _init_tf_(backbone, 0.1)
         return LabelEmbNet(backbone, num_classes, head_std=0.001, emb_dim=emb_dim)
-    if arch == "resnet18":
-        return LabelEmbNet(resnet18_wide(in_channels), num_classes, emb_dim=emb_dim)
-    if arch == "resnet8":
-        return LabelEmbNet(resnet8_wide(in_channels), num_classes, emb_dim=emb_dim)
+    if arch in ("resnet18", "resnet8"):
+        backbone = resnet18_wide(in_channels) if arch == "resnet18" else resnet8_wide(in_channels)
+        model = LabelEmbNet(backbone, num_classes, emb_dim=emb_dim)
+        init_batchnorm_(model, bn_init)
+        return model
     raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")

@@ -95,8 +95,11 @@ def _cpu_name() -> str:
 
 
 def environment(device) -> dict:
+    """Versions, the device, and (CUDA) the TF32 flags and cuDNN in effect; the process group if any."""
     import torch
     import torchvision
+
+    from .device import tf32_state
 
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "torchvision": torchvision.__version__, "numpy": np.__version__,
@@ -104,9 +107,14 @@ def environment(device) -> dict:
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
+        env["tf32_allowed"] = tf32_state()
     else:
         env["device_name"] = _cpu_name()
     env["cpu_count"] = os.cpu_count()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        env["distributed"] = {"backend": torch.distributed.get_backend(),
+                              "world_size": torch.distributed.get_world_size()}
     return env
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .dataset import Dataset
-from .device import configure
+from .device import configure, precision
 from .distributed import Dist
 from .embedding import BaselineLoss, CompressedLabelEmbedding, LabelEmbLoss
 from .errors import UserError
@@ -115,10 +115,11 @@ def build(cfg: Config, data: Dataset, device: torch.device, dist: Dist = Dist(),
     generators and the loss's state are restored. Without one, the weights are initialised from
     ``cfg.seed`` as SPEC §2 says (and E from ``cfg.init_emb`` if given).
     """
-    configure(device)
+    configure(device, tf32=cfg.tf32)
     seed_everything(cfg.seed)
     model = build_model(cfg.arch, data.num_classes, in_channels=data.train_x.shape[1],
-                        image_size=data.train_x.shape[-1], emb_dim=cfg.emb_dim or None).to(device)
+                        image_size=data.train_x.shape[-1], emb_dim=cfg.emb_dim or None,
+                        bn_init=cfg.bn_init or "ones").to(device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
     elif cfg.init_emb:
@@ -390,7 +391,8 @@ def new_record(cfg: Config, data: Dataset, device: torch.device, files: RunFiles
     """The parts of the run's record that do not change while it trains."""
     record = {"format": RECORD_FORMAT, "status": "running", "task": cfg.task, "arch": cfg.arch,
               "dataset": cfg.dataset, "mode": cfg.mode, "num": cfg.num, "seed": cfg.seed, "dry_run": cfg.dry_run,
-              "config": cfg.to_dict(), "env": environment(device), "classes": data.classes,
+              "config": cfg.to_dict(), "env": {**environment(device), "precision": precision(device, cfg.amp)},
+              "classes": data.classes,
               "steps_per_epoch": steps_per_epoch, "curve": [], "epoch_seconds": [],
               "embedding_file": files.emb.name if snapshot else None}
     if cfg.mode == "emb" and not snapshot:

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the package, as the entry scripts find it
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+# Tests that need a GPU: marked cuda (python3 -m pytest -m cuda -q runs just them), skipped without one.
+NEEDS_CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+DEVICES = ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)]  # for tests that run on both
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
@@ -78,12 +81,13 @@ def make_cifar(root: Path, name: str = "cifar10", n_per_batch: int = 30, n_test:
     return root
 
 
-def run_script(script: str, *args: str, capsys=None, nproc: int = 1, cwd: Path | None = None, timeout: int = 600,
-               env_extra=None) -> subprocess.CompletedProcess:
+def run_script(script: str, *args: str, capsys=None, nproc: int | None = None, cwd: Path | None = None,
+               timeout: int = 600, env_extra=None) -> subprocess.CompletedProcess:
     """Run an entry script as a user would; returns its exit code, stdout and stderr.
 
     With pytest's ``capsys`` it runs in this process (fast: no interpreter or torch start-up);
-    without, in a subprocess (for signals and real exit paths), under torchrun when ``nproc`` > 1.
+    without, in a subprocess (for signals and real exit paths), under torchrun with ``nproc``
+    processes when that is given.
     """
     if capsys is not None:
         from labelemb.cli import main
@@ -98,7 +102,7 @@ def run_script(script: str, *args: str, capsys=None, nproc: int = 1, cwd: Path |
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     env.update(env_extra or {})
     launcher = [sys.executable]
-    if nproc > 1:
+    if nproc is not None:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     return subprocess.run([*launcher, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)

@@ -1,7 +1,7 @@
 """The benchmark (python3 -m labelemb.bench) in --quick mode: valid JSON with every field.
 
 One run of the real command for the MLP, the CNN and the CIFAR-10 ResNet-8 (quick mode: a
-small batch) on CPU; the tests check field names, types, positive times and that every ratio
+small batch) on CPU, and on CUDA where a GPU is (marked ``cuda``); the tests check field names, types, positive times and that every ratio
 is the ratio of the times it is made of. The timings themselves are not checked (they depend
 on the machine and its load).
 """
@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import DEVICES, ROOT
 from labelemb import bench
 
 QUICK_TASKS = ("mlp", "cnn", "cifar10")
@@ -28,15 +28,16 @@ CNN_FLOPS = (2 * 5 * 5 * 1 * 32 * 28 * 28  # conv1, 'same', 28x28 out
 HEAD2 = {"mlp": 2 * 500 * 10, "cnn": 2 * 1024 * 10}
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
+@pytest.fixture(scope="module", params=DEVICES)
+def result(request, tmp_path_factory):
+    device = request.param
     cwd = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "labelemb.bench", "--quick", "--device", "cpu", "--threads", "1",
+    p = subprocess.run([sys.executable, "-m", "labelemb.bench", "--quick", "--device", device, "--threads", "1",
                         "--task", ",".join(QUICK_TASKS)], cwd=cwd, env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    out = cwd / "bench_cpu.json"  # the default output file
+    out = cwd / f"bench_{device}.json"  # the default output file
     assert out.is_file() and f"written {out.name}" in p.stdout
     return json.loads(out.read_text()), p.stdout
 
@@ -59,10 +60,10 @@ def test_header_config_env_and_matmul(result):
     env = r["env"]
     for k in ("python", "torch", "torchvision", "device", "device_name", "threads", "cpu_count"):
         assert k in env, k
-    assert env["device"] == "cpu" and env["threads"] == 1
+    assert env["device"].startswith(cfg["device"]) and env["threads"] == 1 and env["precision"] == "fp32"
     mm = r["matmul"]
     assert mm["n"] == 2048 and mm["dtype"] == "float32" and isinstance(mm["reps_per_window"], int)
-    assert _pos(mm["seconds_per_matmul"]) and _pos(mm["flops_per_s"])
+    assert mm["precision"] == "fp32" and _pos(mm["seconds_per_matmul"]) and _pos(mm["flops_per_s"])
     assert _close(mm["flops_per_s"], 2 * 2048 ** 3 / mm["seconds_per_matmul"])
     assert all(_pos(s) for s in mm["windows_seconds"])
     # the table names every task and mode

@@ -83,3 +83,20 @@ def test_sigterm_and_resume_under_torchrun(tmp_path):
     b = json.loads((out / "mnist_mlp_emb_0.json").read_text())
     strip = lambda c: [{k: v for k, v in row.items() if k != "train_seconds"} for row in c]  # noqa: E731
     assert b["status"] == "complete" and strip(a["curve"]) == strip(b["curve"])
+
+
+def test_one_process_under_torchrun_takes_the_ddp_path(tmp_path):
+    # torchrun with one process still makes a process group (gloo here, NCCL on a GPU) and wraps the
+    # model in DDP; the run is the plain run's, up to the order of floating-point sums
+    data = make_mnist(tmp_path / "mnist", n_train=223, n_test=60)
+    common = ["--data", str(data), "--val-size", "20", "--batch-size", "20", "--epochs", "1", "--quiet"]
+    plain, ddp = tmp_path / "plain", tmp_path / "ddp"
+    assert run_script("mlp.py", *common, "--results-dir", str(plain)).returncode == 0
+    r = run_script("mlp.py", *common, "--results-dir", str(ddp), nproc=1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = json.loads((plain / "mnist_mlp_emb_0.json").read_text())
+    b = json.loads((ddp / "mnist_mlp_emb_0.json").read_text())
+    assert "distributed" not in a["env"] and b["env"]["distributed"] == {"backend": "gloo", "world_size": 1}
+    for ra, rb in zip(a["curve"], b["curve"], strict=True):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-6)
+        assert rb["test_loss"] == pytest.approx(ra["test_loss"], rel=1e-6)

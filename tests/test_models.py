@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from labelemb.embedding import LabelEmbLoss
+from conftest import run_script
 from labelemb.models import LabelEmbNet, build_model
 
 # arch -> (num_classes, in_channels, image_size, feature_dim, batch)
@@ -233,3 +234,61 @@ def test_same_seed_same_weights(arch):
 def test_unknown_arch_raises():
     with pytest.raises(ValueError, match="resnet50"):
         build_model("resnet50", 10)
+
+
+# ----------------------------------------------------------------------------- BatchNorm as PyTorch 0.2 started it
+def _bn_scales(model) -> torch.Tensor:
+    return torch.cat([m.weight.detach() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+
+
+def _bn_biases(model) -> torch.Tensor:
+    return torch.cat([m.bias.detach() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet8"])
+def test_resnet_batchnorm_scales_uniform_by_default(arch):
+    w = _bn_scales(get_run(arch)["model"])  # the default build, seed 0
+    assert (w >= 0).all() and (w < 1).all() and len(torch.unique(w)) > 0.99 * w.numel()
+    assert w.mean().item() == pytest.approx(0.5, abs=0.02) and w.std().item() == pytest.approx(12 ** -0.5, rel=0.05)
+    assert torch.count_nonzero(_bn_biases(get_run(arch)["model"])) == 0
+
+
+def test_batchnorm_scales_follow_the_seed_and_leave_other_weights_alone():
+    def build(seed, bn_init="uniform"):
+        torch.manual_seed(seed)
+        return build_model("resnet8", 10, 3, 32, bn_init=bn_init)
+
+    a, b, c, ones = build(3), build(3), build(4), build(3, "ones")
+    assert torch.equal(_bn_scales(a), _bn_scales(b)) and not torch.equal(_bn_scales(a), _bn_scales(c))
+    assert torch.equal(_bn_scales(ones), torch.ones_like(_bn_scales(ones)))
+    # the scales are drawn after every other weight: the rest is today's PyTorch model of the same seed
+    pa, po = _params(a), _params(ones)
+    assert all(torch.equal(pa[k], po[k]) for k in pa if not (k.endswith("weight") and _is_bn(a, k)))
+    with pytest.raises(ValueError, match="bn_init"):
+        build(0, "zeros")
+
+
+def _is_bn(model, param_name: str) -> bool:
+    return isinstance(model.get_submodule(param_name.rsplit(".", 1)[0]), nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("argv,expected", [([], "uniform"), (["--bn-init", "ones"], "ones")])
+def test_bn_init_flag_reaches_the_model(argv, expected, tmp_path, capsys):
+    from labelemb.cli import build_parser, make_config
+    from labelemb.config import RECIPES
+    from labelemb.dataset import Dataset
+    from labelemb.train import build
+
+    recipe = RECIPES["cifar10"]
+    cfg = make_config(recipe, build_parser(recipe).parse_args(["--data", str(tmp_path), *argv]), 0)
+    assert cfg.bn_init == expected
+    x = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    data = Dataset("cifar10", [str(i) for i in range(10)], x, torch.zeros(4, dtype=torch.long), x, torch.zeros(4))
+    w = _bn_scales(build(cfg, data, torch.device("cpu")).model)
+    if expected == "ones":
+        assert torch.equal(w, torch.ones_like(w))
+    else:
+        assert (w < 1).all() and len(torch.unique(w)) > 1
+    r = run_script("mlp.py", "--bn-init", "ones", "--results-dir", str(tmp_path / "r"), capsys=capsys)
+    assert r.returncode == 2 and "--bn-init applies to the architectures with BatchNorm" in r.stderr  # MLP: none
+    assert not (tmp_path / "r").exists()
