@@ -337,3 +337,78 @@ def test_cli_subprocess_two_groups(tmp_path: Path):
     assert "![heatmap](heatmap_cnn_mnist.png)" in md and "![heatmap](heatmap_mlp_fashion-mnist.png)" in md
     assert len(list(csv.DictReader((folder / "report.csv").open()))) == 5
     assert not list(folder.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+PAIRED = {"baseline": {0: 8.0, 1: 8.3, 2: 7.9, 3: 8.4, 4: 8.1},
+          "emb": {0: 7.5, 1: 7.9, 2: 7.6, 3: 7.7, 6: 7.0},  # run 4 missing, run 6 extra: 4 pairs with baseline
+          "ls": {0: 7.8, 1: 8.0, 2: 7.7, 3: 8.2, 4: 7.9}}
+
+
+def _paired_by_hand(a: dict, b: dict):
+    """(pairs, unpaired, mean of b - a, 95% CI, two-sided p) from the formulas, not from ttest_rel."""
+    from scipy.stats import t as student_t
+
+    shared = sorted(set(a) & set(b))
+    d = [b[i] - a[i] for i in shared]
+    n, mean, sd = len(d), statistics.mean(d), statistics.stdev(d)
+    se = sd / math.sqrt(n)
+    half = student_t.ppf(0.975, n - 1) * se
+    p = 2 * student_t.sf(abs(mean / se), n - 1)
+    return n, len(set(a) ^ set(b)), mean, (mean - half, mean + half), p
+
+
+def test_paired_differences_interval_and_p_for_every_pair_of_modes(tmp_path: Path):
+    folder = tmp_path / "r"
+    for mode, errs in PAIRED.items():
+        for num, e in errs.items():
+            write_run(folder, record("cifar10", "cifar10", mode, num, e))
+    (rep,) = rp.make_report([folder])
+    g = rep.groups[0]
+    assert [(c.a, c.b) for c in g.pairs] == [("baseline", "emb"), ("baseline", "ls"), ("emb", "ls")]
+    rows = {(r["mode_a"], r["mode_b"]): r for r in csv.DictReader((folder / "comparisons.csv").open())}
+    md = (folder / "report.md").read_text()
+    for c in g.pairs:
+        n, unpaired, mean, ci, p = _paired_by_hand(PAIRED[c.a], PAIRED[c.b])
+        assert (c.pairs, c.unpaired) == (n, unpaired)
+        assert c.mean_diff == pytest.approx(mean) and c.ci == pytest.approx(ci) and c.p == pytest.approx(p, rel=1e-9)
+        assert c.welch.p == pytest.approx(welch_reference(list(PAIRED[c.a].values()), list(PAIRED[c.b].values())))
+        r = rows[(c.a, c.b)]
+        assert int(r["pairs"]) == n and int(r["unpaired"]) == unpaired and float(r["ci_level"]) == 0.95
+        assert float(r["mean_diff_b_minus_a"]) == pytest.approx(mean) and float(r["p_paired"]) == pytest.approx(p)
+        assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx(ci)
+    emb_vs_base = g.pairs[0]
+    assert (emb_vs_base.pairs, emb_vs_base.unpaired) == (4, 2)  # runs 4 (baseline) and 6 (emb) left out
+    assert f"| LabelEmb vs baseline | 4 | 2 | {emb_vs_base.mean_diff:+.3f} | [{emb_vs_base.ci[0]:+.3f}, " in md
+    assert "| ls vs LabelEmb | 4 | 2 |" in md and "### Comparisons: cifar10 on cifar10" in md
+
+
+def test_paired_test_without_enough_pairs():
+    c = rp.paired_ttest({0: 1.0, 1: 2.0}, {1: 1.5, 2: 3.0})  # one shared run
+    assert (c.pairs, c.unpaired, c.mean_diff, c.ci, c.p) == (1, 2, -0.5, None, None)
+    c = rp.paired_ttest({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.5})  # the same difference every time: no spread
+    assert c.mean_diff == pytest.approx(0.5) and c.ci is None and c.p is None
+    c = rp.paired_ttest({0: 1.0}, {5: 1.0})
+    assert (c.pairs, c.unpaired, c.mean_diff) == (0, 2, None)
+
+
+def test_lowest_test_error_column_only_where_the_final_error_is_reported(tmp_path: Path):
+    folder = tmp_path / "r"
+    for num, (err, dip_at) in enumerate([(8.0, 3), (8.2, 5), (8.4, 3)]):
+        rec = record("cnn", "fashion-mnist", "baseline", num, err)
+        rec["curve"][dip_at]["test_error_pct"] = err - 1.0  # lower than the final error
+        write_run(folder, rec)
+    write_run(folder, record("mlp", "fashion-mnist", "baseline", 0, 11.0, classes=FASHION, metric="best_val"))
+    (rep,) = rp.make_report([folder])
+    cnn, mlp = (next(g for g in rep.groups if g.task == t) for t in ("cnn", "mlp"))
+    best = cnn.stats[0].best_test
+    assert best.mean == pytest.approx(statistics.mean([7.0, 7.2, 7.4]))
+    assert best.std == pytest.approx(statistics.stdev([7.0, 7.2, 7.4]))
+    assert (best.epoch_median, best.epoch_range) == (0.8, (0.8, 1.2))  # points 4, 6, 4 of 5 per epoch
+    assert cnn.reports_final and not mlp.reports_final
+    md = (folder / "report.md").read_text()
+    cnn_part, mlp_part = md.split("## mlp on fashion-mnist")
+    assert "selected on the test set" in cnn_part and "7.20 ± 0.20 at epoch 0.8 (0.8–1.2)" in cnn_part
+    assert "selected on the test set" not in mlp_part.split("## Figures")[0]
+    rows = {r["task"]: r for r in csv.DictReader((folder / "report.csv").open())}
+    assert float(rows["cnn"]["best_test_error_mean"]) == pytest.approx(7.2) and rows["mlp"]["best_test_error_mean"] == ""

@@ -14,13 +14,19 @@ modes after), runs, mean time per epoch, the reduction of each mode's error agai
 (percentage points and % of the baseline mean), a two-sided Welch t-test p-value against
 baseline, and the paper's numbers (SPEC §3) where task and dataset match. The error is each
 record's ``reported`` metric: the final test error, or (MLP) the test error at the point of best
-validation accuracy; the report says which.
+validation accuracy; the report says which. Where the metric is the final test error (CIFAR,
+CNN), a secondary column gives each run's lowest test error over its evaluation points and where
+it happened, labelled as selected on the test set. Then every mode against every other: run i
+of every mode shares its seed (initial weights, batches), so the pair is compared run by run over
+the indices both have: the mean paired difference with its 95% confidence interval and the
+paired t-test (scipy.stats), beside Welch's unpaired test; unpaired runs are left out and counted.
 
 Written into each folder (atomically), describing only that folder's records:
 
 - ``report.md``  the tables, the metric, figure links, each class's nearest classes under the
                  learned embedding, and the skipped files;
 - ``report.csv`` one row per task/dataset/mode with the numbers (full precision);
+- ``comparisons.csv`` one row per task/dataset and pair of modes (paired difference, interval, p-values);
 - ``curves.png`` test error vs epoch, one panel (600 x 400 px) per task/dataset group, up to three
                  panels per row: every run a light thin curve, the mean a thick one (baseline
                  blue, LabelEmb red, other modes other colours);
@@ -33,6 +39,10 @@ Written into each folder (atomically), describing only that folder's records:
                  names it has (a group with none keeps its default); a name that no group has
                  is an error.
 
+Modules: ``records`` (reading run records), ``stats`` (scipy.stats), ``embeddings`` (soft targets,
+nearest classes), ``groups``, ``text`` (Markdown, CSV), ``figures``, ``folders`` (read all, then
+write), ``cli``.
+
 The nearest-class listing always uses the mean soft-target matrix over the group's emb runs.
 The Markdown tables are also printed to stdout. Bad input (a missing folder, a folder without
 any run record, unknown class names, a ``--run`` no group has) is one line on stderr, exit 2.
@@ -42,7 +52,7 @@ from .embeddings import nearest_classes, soft_targets
 from .folders import FolderReport, make_report
 from .groups import config_notes
 from .paper import PAPER, PAPER_HEATMAP_CLASSES
-from .stats import welch_ttest
+from .stats import compare_modes, paired_ttest, welch_ttest
 
 __all__ = ["build_parser", "main", "make_report", "FolderReport", "config_notes", "nearest_classes", "soft_targets",
-           "welch_ttest", "PAPER", "PAPER_HEATMAP_CLASSES"]
+           "welch_ttest", "paired_ttest", "compare_modes", "PAPER", "PAPER_HEATMAP_CLASSES"]

@@ -9,7 +9,7 @@ from ..results import RECORD_FORMAT, atomic_write
 from .figures import plot_curves, plot_heatmap, _safe
 from .groups import Group, build_group, check_class_names
 from .records import Run, load_folder
-from .text import csv_text, folder_markdown, group_table
+from .text import comparison_table, comparisons_csv, csv_text, folder_markdown, group_table
 
 
 @dataclass
@@ -40,7 +40,7 @@ def analyse_folder(folder: Path, include_dry_run: bool, run_num: int | None,
 
 
 def write_folder(rep: FolderReport) -> None:
-    """report.md, report.csv, curves.png and the heatmap(s) into the folder."""
+    """report.md, report.csv, comparisons.csv, curves.png and the heatmap(s) into the folder."""
     groups, folder = rep.groups, rep.folder
     curves = None
     if any(r.curve for g in groups for runs in g.by_mode.values() for r in runs):
@@ -53,8 +53,9 @@ def write_folder(rep: FolderReport) -> None:
         plot_heatmap(g, folder / g.heatmap_file)
         rep.written.append(folder / g.heatmap_file)
     rep.markdown = folder_markdown(folder, groups, rep.skipped, curves)
-    rep.tables = "\n".join(group_table(g) for g in groups) or "No complete runs yet.\n"
-    for name, text in (("report.md", rep.markdown), ("report.csv", csv_text(groups))):
+    rep.tables = "\n".join(group_table(g) + "\n" + comparison_table(g) for g in groups) or "No complete runs yet.\n"
+    for name, text in (("report.md", rep.markdown), ("report.csv", csv_text(groups)),
+                       ("comparisons.csv", comparisons_csv(groups))):
         atomic_write(folder / name, text.encode())
         rep.written.append(folder / name)
 

@@ -11,7 +11,7 @@ from ..errors import UserError
 from .embeddings import _norm_name, heatmap_classes, load_soft_targets
 from .paper import METRIC_WORDS, PAPER
 from .records import BASE_MODE, EMB_MODE, Run
-from .stats import ModeStats, summarise
+from .stats import ModeStats, Paired, compare_modes, summarise
 
 # Config keys that should agree between runs of one group (tau/alpha/beta: between non-baseline runs).
 SHARED_KEYS = ("arch", "lr", "lr_decay_every", "lr_decay", "epochs", "batch_size", "evals_per_epoch",
@@ -27,6 +27,7 @@ class Group:
     dataset: str
     by_mode: dict[str, list[Run]]
     stats: list[ModeStats] = field(default_factory=list)
+    pairs: list[Paired] = field(default_factory=list)  # every mode against every other
     notes: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     mean_soft: np.ndarray | None = None  # mean softmax(E) over the emb runs with a usable embedding
@@ -45,6 +46,12 @@ class Group:
     def title(self) -> str:
         archs = sorted({r.arch for runs in self.by_mode.values() for r in runs})
         return f"{self.task} on {self.dataset} ({', '.join(archs)})"
+
+    @property
+    def reports_final(self) -> bool:
+        """Whether every run reports its final test error (CIFAR, CNN): then the lowest test error over
+        the evaluation points is shown beside it, as a secondary reading selected on the test set."""
+        return {r.metric for runs in self.by_mode.values() for r in runs} == {"final"}
 
     @property
     def metric(self) -> str:
@@ -75,7 +82,8 @@ def build_group(task: str, dataset: str, by_mode: dict[str, list[Run]], run_num:
                 wanted: list[str] | None, warn: list[tuple[str, str]]) -> Group:
     """Statistics, notes and embedding matrices of one group; embedding problems go into ``warn``."""
     paper = PAPER.get((task, dataset), (None, None))[1]
-    g = Group(task, dataset, by_mode, stats=summarise(by_mode, paper), notes=config_notes(by_mode))
+    g = Group(task, dataset, by_mode, stats=summarise(by_mode, paper), pairs=compare_modes(by_mode),
+              notes=config_notes(by_mode))
     if len({r.metric for runs in by_mode.values() for r in runs}) > 1:
         g.notes.append("runs report different metrics; their errors are not comparable")
     emb_runs = sorted(by_mode.get(EMB_MODE, []), key=lambda r: r.num)

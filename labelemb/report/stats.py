@@ -1,8 +1,14 @@
-"""Statistics of a group's runs: mean ± std per mode and tests between modes (scipy.stats)."""
+"""Statistics of a group's runs: mean ± std per mode and tests between modes (scipy.stats).
+
+Run i of every mode starts from the same weights and sees the same batches (the seed is the run
+index), so two modes of a task are a paired experiment over the run indices both have: the
+paired t-test and the confidence interval of the mean paired difference use exactly those pairs.
+Welch's unpaired test (what the paper's readers expect) uses every run of both modes.
+"""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -29,6 +35,68 @@ def welch_ttest(a: list[float], b: list[float]) -> Welch | None:
 
 
 @dataclass
+class Paired:
+    """Mode ``b`` against mode ``a`` over the run indices both have."""
+
+    a: str
+    b: str
+    pairs: int
+    unpaired: int  # runs of either mode whose index the other lacks: left out of the paired numbers
+    mean_diff: float | None  # mean over the pairs of error(b) - error(a), in points (negative: b lower)
+    ci: tuple[float, float] | None  # its confidence interval (t distribution, ``level``)
+    p: float | None  # two-sided paired t-test (scipy.stats.ttest_rel); None with < 2 pairs or no spread
+    welch: Welch | None  # unpaired, over all runs of both modes
+    level: float = 0.95
+
+
+def paired_ttest(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> Paired:
+    """``b`` against ``a`` ({run index: error}) over the indices both have; the modes' names are left empty."""
+    shared = sorted(set(a) & set(b))
+    unpaired = len(set(a) ^ set(b))
+    welch = welch_ttest(list(a.values()), list(b.values()))
+    if not shared:
+        return Paired("", "", 0, unpaired, None, None, None, welch, level)
+    xa, xb = np.array([a[i] for i in shared]), np.array([b[i] for i in shared])
+    d = xb - xa
+    if len(d) < 2 or np.std(d, ddof=1) == 0.0:  # no spread: neither a test nor an interval
+        return Paired("", "", len(d), unpaired, float(d.mean()), None, None, welch, level)
+    res = stats.ttest_rel(xb, xa)
+    ci = res.confidence_interval(level)
+    return Paired("", "", len(d), unpaired, float(d.mean()), (float(ci.low), float(ci.high)), float(res.pvalue),
+                  welch, level)
+
+
+def compare_modes(by_mode: dict[str, list[Run]]) -> list[Paired]:
+    """Every mode against every later one in the report's order (baseline, emb, then the others)."""
+    order = mode_order(by_mode)
+    errors = {m: {r.num: r.error for r in by_mode[m]} for m in order}
+    out = []
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            out.append(replace(paired_ttest(errors[a], errors[b]), a=a, b=b))
+    return out
+
+
+@dataclass
+class BestTest:
+    """Each run's lowest test error over its evaluation points (selected on the test set)."""
+
+    mean: float
+    std: float | None
+    epoch_median: float  # where it happened: the median over the runs of its (first) epoch
+    epoch_range: tuple[float, float]
+
+
+def best_test(runs: list[Run]) -> BestTest | None:
+    best = [min(r.curve, key=lambda point: point[1]) for r in runs if r.curve]  # (epoch, error), first of ties
+    if not best:
+        return None
+    errs, epochs = [e for _, e in best], [ep for ep, _ in best]
+    return BestTest(mean=float(np.mean(errs)), std=float(np.std(errs, ddof=1)) if len(errs) > 1 else None,
+                    epoch_median=float(np.median(epochs)), epoch_range=(min(epochs), max(epochs)))
+
+
+@dataclass
 class ModeStats:
     """One row of a group's table."""
 
@@ -42,6 +110,7 @@ class ModeStats:
     reduction_rel_pct: float | None = None  # reduction_pp as % of the baseline mean
     welch: Welch | None = None  # against baseline
     paper: tuple[float, float, float] | None = None  # (mean, std, seconds per epoch)
+    best_test: BestTest | None = None  # secondary: lowest test error over the evaluation points
 
 
 def summarise(by_mode: dict[str, list[Run]], paper: dict | None) -> list[ModeStats]:
@@ -54,7 +123,7 @@ def summarise(by_mode: dict[str, list[Run]], paper: dict | None) -> list[ModeSta
         rows.append(ModeStats(mode=mode, nums=[r.num for r in runs], errors=errs, mean=float(np.mean(errs)),
                               std=float(np.std(errs, ddof=1)) if len(errs) > 1 else None,
                               time_per_epoch=float(np.mean(times)) if times else None,
-                              paper=(paper or {}).get(mode)))
+                              paper=(paper or {}).get(mode), best_test=best_test(runs)))
     base = next((r for r in rows if r.mode == BASE_MODE), None)
     for r in rows:
         if base is not None and r is not base:
