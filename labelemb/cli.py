@@ -13,13 +13,14 @@ import sys
 import torch
 
 from .config import ALPHA, BETA, BN_INITS, MODES, SMOOTHING, TAU, Config, Recipe, check
-from .data import default_data_dir, load_dataset
+from .data import SYSTEM_FASHION_MNIST, default_data_dir, load_dataset
 from .device import resolve_device
 from .distributed import Dist, from_env, setup, teardown
-from .errors import UserError
+from .errors import DatasetMissing, UserError
 from .interrupt import Interrupted, RunFailed, StopFlag
 from .parsing import Parser, parser
 from .results import RunFiles, RunLocked
+from .tblog import INSTALL_HINT, available
 from .train import load_init_emb, run
 
 
@@ -56,6 +57,9 @@ def build_parser(recipe: Recipe) -> Parser:
     a("--overwrite", action="store_true", help="retrain a run whose record is already complete")
     a("--dry-run", action="store_true", help="a few steps of one epoch, for smoke tests")
     a("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    a("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+      help="log to TensorBoard: scalars at every evaluation point, the soft targets once per epoch, the settings "
+           "at the end; in DIR/<run> (default: <results-dir>/<run>_tensorboard); needs the tensorboard package")
     a("--bn-init", choices=BN_INITS, default=recipe.bn_init,
       help="BatchNorm scales at the start: uniform in [0, 1) as in PyTorch 0.2, which the authors ran (SPEC); "
            "ones as in today's PyTorch" if recipe.bn_init else argparse.SUPPRESS)
@@ -94,6 +98,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--init-emb {args.init_emb}: no such file; pass the _emb.npy of an earlier emb run")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
+    if args.tensorboard is not None and not available():
+        raise UserError(f"--tensorboard needs the tensorboard package, which is not installed: {INSTALL_HINT}")
 
 
 def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int = 1) -> Config:
@@ -101,7 +107,7 @@ def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int =
     smoothing = args.smoothing
     if args.mode == "ls" and smoothing is None:
         smoothing = SMOOTHING
-    return recipe.config(
+    cfg = recipe.config(
         dataset=args.dataset, mode=args.mode, lr=args.lr, tau=args.tau, alpha=args.alpha, beta=args.beta,
         epochs=1 if args.dry_run else args.epochs, val_size=args.val_size,
         batch_size=args.batch_size * world if args.per_rank_batch else args.batch_size,  # the global batch
@@ -112,6 +118,11 @@ def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int =
         bn_init=args.bn_init, emb_dim=args.emb_dim,
         init_emb=os.path.abspath(args.init_emb) if args.init_emb else None, freeze_emb=args.freeze_emb,
         smoothing=smoothing, resize=args.resize)
+    if args.tensorboard is None:
+        return cfg
+    logs = os.path.join(args.tensorboard, cfg.stem) if args.tensorboard else \
+        os.path.join(args.results_dir, f"{cfg.stem}_tensorboard")
+    return cfg.replace(tensorboard=os.path.abspath(logs))
 
 
 def check_resumable(cfg: Config, checkpoint: dict, path) -> None:
@@ -201,6 +212,15 @@ def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say
                 say(f"{files.stem}: {rep['description']} {rep['test_error_pct']:.2f}% -> {files.record}")
 
 
+def offline_hint(recipe: Recipe, args: argparse.Namespace) -> str:
+    """The command that runs offline on this machine instead, where there is one: Fashion-MNIST from
+    the Debian package (dataset-fashion-mnist) for the MNIST scripts."""
+    if "fashion-mnist" not in recipe.datasets or args.dataset == "fashion-mnist" or not SYSTEM_FASHION_MNIST.is_dir():
+        return ""
+    return (f"; offline, Fashion-MNIST is installed on this machine and this runs now: python3 {recipe.task}.py "
+            f"--mode={args.mode} --dataset fashion-mnist --results-dir my_results")
+
+
 def main(recipe: Recipe, argv: list[str] | None = None) -> int:
     args = build_parser(recipe).parse_args(argv)
     prog = f"{recipe.task}.py"
@@ -209,13 +229,14 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
     try:
         check_flags(args)
         nums = range(args.num, args.num + (args.runs or 1))
-        runs = [(make_config(recipe, args, n, d.world),
-                 RunFiles(args.results_dir, f"{args.dataset}_{recipe.arch}_{args.mode}_{n}")) for n in nums]
+        configs = [make_config(recipe, args, n, d.world) for n in nums]
+        runs = [(cfg, RunFiles(args.results_dir, cfg.stem)) for cfg in configs]
         d, device = setup(d, resolve_device(args.device))
         train_all(runs, args, device, d, say)
         d.barrier()
     except UserError as e:
-        say(f"{prog}: error: {e}", file=sys.stderr)
+        hint = offline_hint(recipe, args) if isinstance(e, DatasetMissing) else ""
+        say(f"{prog}: error: {e}{hint}", file=sys.stderr)
         return 2
     except Interrupted as e:
         say(f"{prog}: interrupted by {e}; checkpoint written. Continue with the same command and --resume"

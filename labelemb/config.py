@@ -148,6 +148,7 @@ class Config:
     data: str | None = None
     results_dir: str | None = None
     device: str = "auto"
+    tensorboard: str | None = None  # the folder of this run's TensorBoard log; None: no log
     # Numerics and speed (opt-in; the defaults are SPEC's fp32).
     amp: bool = _variant(False)  # bf16 autocast
     tf32: bool = _variant(False)  # TF32 matmuls and convolutions (CUDA)
@@ -198,6 +199,11 @@ class Config:
                               "sub-folder of images per class")
 
     # ------------------------------------------------------------------ derived
+    @property
+    def stem(self) -> str:
+        """The run's name: its files are <stem>.json, <stem>.csv, ... in the results folder."""
+        return f"{self.dataset}_{self.arch}_{self.mode}_{self.num}"
+
     @property
     def two_heads(self) -> bool:
         """Whether a training step computes head 2 and E[y] (LabelEmb with a learned E)."""

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .dataset import CIFAR_MEAN, CIFAR_STD, Dataset
-from .errors import DataError
+from .errors import DataError, DatasetMissing
 from .imagefolder import load_imagefolder
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -86,7 +86,7 @@ def load_mnist(root: str | os.PathLike, name: str = "mnist", val_size: int = 500
         _download(root, name)
         d = _find_idx_dir(root, name)
     if d is None:
-        raise DataError(f"{name} not found in {root} (looked for the four IDX files there and in "
+        raise DatasetMissing(f"{name} not found in {root} (looked for the four IDX files there and in "
                         f"{root / _TORCHVISION[name] / 'raw'}); pass --data FOLDER holding them")
     arrays = {k: read_idx(_idx_path(d, base), ndim) for k, (base, ndim) in _IDX_FILES.items()}
     for split in ("train", "test"):
@@ -161,7 +161,7 @@ def load_cifar(root: str | os.PathLike, name: str = "cifar10", download: bool = 
         _download(root, name)
         d = _find_cifar_dir(root, name)
     if d is None:
-        raise DataError(f"{name} not found in {root} (looked for {', '.join(spec['train'] + spec['test'])} "
+        raise DatasetMissing(f"{name} not found in {root} (looked for {', '.join(spec['train'] + spec['test'])} "
                         f"there and in {root / spec['folder']}); pass --data FOLDER holding them")
     parts = {s: [_cifar_batch(d / f, spec["labels"], spec["n"]) for f in spec[s]] for s in ("train", "test")}
     meta = d / spec["meta"]
@@ -195,7 +195,7 @@ def _download(root: Path, name: str) -> None:
         if not existed and not any(p.is_file() for p in root.rglob("*")):
             shutil.rmtree(root, ignore_errors=True)  # leave no empty folders behind a failed download
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{name} is not in {root} and downloading it failed ({first}); on a machine "
+        raise DatasetMissing(f"{name} is not in {root} and downloading it failed ({first}); on a machine "
                         f"without network, copy the dataset there or pass --data FOLDER holding it") from None
 
 

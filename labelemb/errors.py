@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A dataset is missing, truncated or in the wrong format."""
+
+
+class DatasetMissing(DataError):
+    """A dataset is not on this machine and could not be downloaded."""

@@ -29,6 +29,7 @@ from .models import LabelEmbNet, build_model
 from .results import RECORD_FORMAT, RunFiles, environment, reported_metric
 from .rng import Generators, make_generators, rng_states, seed_everything, set_rng_states
 from .smoothing import LabelSmoothingLoss, OnlineLabelSmoothingLoss, SoftTargetLoss, StatefulLoss
+from .tblog import TensorBoardLog, open_log
 
 CKPT_FORMAT = "labelemb-ckpt/1"
 DRY_RUN_STEPS = 3  # --dry-run: this many training steps of one epoch ...
@@ -333,20 +334,23 @@ def train_steps(parts: Parts, cfg: Config, data: Dataset, state: RunState, meter
 
 
 def evaluation_point(parts: Parts, cfg: Config, data: Dataset, held_out: list, state: RunState, meter: Meter,
-                     steps_per_epoch: int, dist: Dist) -> dict:
+                     steps_per_epoch: int, dist: Dist, tb: TensorBoardLog | None) -> dict:
     """The curve's row for this point: training metrics since the last one, validation and test."""
     loss_sum, correct = meter.take(dist)
     row = {"epoch": round(state.epoch + state.step / steps_per_epoch, 6),
            "step": state.epoch * steps_per_epoch + state.step,
            "train_acc": correct / state.seen, "train_loss": loss_sum / state.seen, "val_acc": None}
+    losses = {}
     for name, x, y in held_out:
-        acc, loss = evaluate(parts.eval_net, data, x, y, cfg.test_batch_size, parts.amp_dtype, dist)
+        acc, losses[name] = evaluate(parts.eval_net, data, x, y, cfg.test_batch_size, parts.amp_dtype, dist)
         row[f"{name}_acc"] = acc
         if name == "test":
-            row.update(test_loss=loss, test_error_pct=100.0 * (1.0 - acc))
+            row.update(test_loss=losses[name], test_error_pct=100.0 * (1.0 - acc))
     row["train_seconds"] = state.train_seconds
     state.curve.append(row)
     state.seen = 0
+    if tb is not None:
+        tb.point(row, losses, parts.optimizer.param_groups[0]["lr"])
     return row
 
 
@@ -359,7 +363,8 @@ def show_progress(bar: tqdm, row: dict, cfg: Config, epoch_done: bool, dist: Dis
                   f"loss {row['test_loss']:.4f} ({row['train_seconds']:.1f}s training)")
 
 
-def end_epoch(parts: Parts, state: RunState, files: RunFiles, snapshot: bool, dist: Dist) -> None:
+def end_epoch(parts: Parts, state: RunState, files: RunFiles, snapshot: bool, dist: Dist,
+              tb: TensorBoardLog | None, global_step: int) -> None:
     """The scheduler's step, the epoch's time, the loss's epoch state (OLS), E's snapshot; then
     the state points at the start of the next epoch."""
     parts.scheduler.step()
@@ -370,6 +375,8 @@ def end_epoch(parts: Parts, state: RunState, files: RunFiles, snapshot: bool, di
         state.embeddings.append(embedding_matrix(parts.model.emb).float().cpu().numpy().copy())
         if dist.main:
             files.write_embedding(state.embeddings)
+        if tb is not None:
+            tb.soft_targets(state.embeddings[-1], global_step)
     state.epoch, state.step, state.perm = state.epoch + 1, 0, None
 
 
@@ -427,16 +434,17 @@ def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resum
         data = data.with_channels_last()
     sched = Schedule.of(cfg, len(data.train_y))
     state = RunState() if resume is None else RunState.from_checkpoint(resume)
+    done = state.epoch * sched.steps + state.step
     # the checkpoint holds the sums of all ranks: one rank carries them on
-    meter = Meter(device, state.epoch * sched.steps + state.step, resume["acc"] if resume and dist.main else None)
+    meter = Meter(device, done, resume["acc"] if resume and dist.main else None)
     held_out = held_out_sets(data, DRY_RUN_EVAL if cfg.dry_run else None)
     snapshot = cfg.mode == "emb" and embedding_matrix(parts.model.emb) is not None  # not for a big compressed E
     record = new_record(cfg, data, device, files, sched.steps, snapshot)
-    bar = tqdm(total=cfg.epochs * sched.steps, initial=state.epoch * sched.steps + state.step, unit="step",
-               disable=cfg.quiet or not dist.main, dynamic_ncols=True, mininterval=1.0,
-               desc=f"{cfg.dataset} {cfg.arch} {cfg.mode} #{cfg.num}")
     clock = Clock(device)
-    try:
+    # a resumed TensorBoard log hides what the interrupted process logged after its checkpoint
+    with tqdm(total=cfg.epochs * sched.steps, initial=done, unit="step", disable=cfg.quiet or not dist.main,
+              dynamic_ncols=True, mininterval=1.0, desc=f"{cfg.dataset} {cfg.arch} {cfg.mode} #{cfg.num}") as bar, \
+            open_log(cfg.tensorboard if dist.main else None, purge_step=done + 1) as tb:
         while state.epoch < cfg.epochs:
             if state.step == 0:  # a new epoch: its order of the training images
                 state.perm = torch.randperm(len(data.train_y), generator=parts.gens.data)
@@ -449,10 +457,10 @@ def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resum
                 write_record(record, state, "failed", cfg, files, dist, error=error)
                 raise RunFailed(error)
             if state.step == until:
-                row = evaluation_point(parts, cfg, data, held_out, state, meter, sched.steps, dist)
+                row = evaluation_point(parts, cfg, data, held_out, state, meter, sched.steps, dist, tb)
                 show_progress(bar, row, cfg, state.step == sched.steps, dist)
             if state.step == sched.steps:
-                end_epoch(parts, state, files, snapshot, dist)
+                end_epoch(parts, state, files, snapshot, dist, tb, (state.epoch + 1) * sched.steps)
                 save_checkpoint(parts, cfg, state, meter, files, dist)
                 stopping = state.epoch < cfg.epochs and stop_agreed(stop, dist, 0, at_pause=True)
             elif stopping:
@@ -463,9 +471,9 @@ def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resum
             if state.epoch < cfg.epochs:
                 write_record(record, state, "running", cfg, files, dist)
             clock.start()
-    finally:
-        bar.close()
-    final = write_record(record, state, "complete", cfg, files, dist)
+        final = write_record(record, state, "complete", cfg, files, dist)
+        if tb is not None:
+            tb.finish(cfg.to_dict(), final["reported"])
     if dist.main:
         files.write_plot(final)
         files.prev_ckpt.unlink(missing_ok=True)  # the last checkpoint (the trained model) is kept

@@ -108,6 +108,18 @@ def run_script(script: str, *args: str, capsys=None, nproc: int | None = None, c
                           text=True, timeout=timeout)
 
 
+class StopAfter:
+    """A StopFlag that asks to stop after ``k`` steps (stop_agreed reads ``requested`` once a step)."""
+
+    def __init__(self, k: int):
+        self.k, self.n = k, 0
+
+    @property
+    def requested(self):
+        self.n += 1
+        return "SIGTERM" if self.n > self.k else None
+
+
 # ----------------------------------------------------------------------------- SPEC §1, literally
 def spec_terms(o1, o2, e, y, tau=2.0, alpha=0.9):
     """SPEC §1, term by term, with autograd (stopgrad = .detach())."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_cifar, make_mnist, run_script
+from conftest import FASHION, make_cifar, make_mnist, run_script
 
 
 def _snapshot(folder: Path) -> dict:
@@ -210,3 +210,16 @@ def test_non_finite_loss_marks_record_failed(tmp_path, capsys):
     rec = json.loads((out / "mnist_mlp_emb_0.json").read_text())
     assert rec["status"] == "failed" and "non-finite" in rec["error"]
     assert not (out / "mnist_mlp_emb_0.ckpt").exists()  # no checkpoint of a diverged model
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs apt-get install -y dataset-fashion-mnist")
+def test_offline_first_run_names_the_command_that_works(tmp_path, capsys, monkeypatch):
+    # README's main command on a machine without network: one line, naming a command that runs here
+    monkeypatch.chdir(tmp_path)
+    r = run_script("mlp.py", "--mode=emb", capsys=capsys)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and not (tmp_path / "data").exists()
+    suggested = r.stderr.split("this runs now: ")[1].split()
+    assert suggested[:2] == ["python3", "mlp.py"] and "--dataset" in suggested
+    r = run_script("mlp.py", *suggested[2:], "--dry-run", capsys=capsys)  # the same command, three steps of it
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "my_results" / "fashion-mnist_mlp_emb_0.json").read_text())["status"] == "complete"

@@ -19,7 +19,7 @@ def test_two_processes_match_one(mode, tmp_path):
     # 203 training images in batches of 20: the last batch (3) is split 2/1, shards differ in size.
     data = make_mnist(tmp_path / "mnist", n_train=223, n_test=60)
     common = ["--data", str(data), "--val-size", "20", "--batch-size", "20", "--epochs", "2", "--quiet",
-              f"--mode={mode}"]
+              f"--mode={mode}", "--tensorboard"]
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = run_script("cnn.py", *common, "--results-dir", str(one))
     assert r1.returncode == 0, r1.stderr
@@ -29,6 +29,7 @@ def test_two_processes_match_one(mode, tmp_path):
     # only rank 0 writes: exactly one record, one checkpoint
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert r2.stdout.count("final test error") == 1  # one process speaks
+    assert len(list((two / f"mnist_cnn_{mode}_0_tensorboard").glob("events.out.tfevents.*"))) == 1  # one writes
     a = json.loads((one / f"{stem}.json").read_text())
     b = json.loads((two / f"{stem}.json").read_text())
     assert b["config"]["world_size"] == 2 and b["config"]["batch_size"] == 20

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import mlp
-from conftest import make_mnist, run_script
+from conftest import StopAfter, make_mnist, run_script
 from labelemb.cli import build_parser, make_config
 from labelemb.data import load_dataset
 from labelemb.results import RunFiles
@@ -119,18 +119,6 @@ def test_ols_checkpoint_mid_epoch_round_trip():
     assert c.counts.sum() == 0
 
 
-class _StopAfter:
-    """A StopFlag that asks to stop after ``k`` steps (stop_agreed reads ``requested`` once a step)."""
-
-    def __init__(self, k: int):
-        self.k, self.n = k, 0
-
-    @property
-    def requested(self):
-        self.n += 1
-        return "SIGTERM" if self.n > self.k else None
-
-
 def test_ols_interrupted_mid_epoch_resumes_exactly(tmp_path):
     data_dir = make_mnist(tmp_path / "mnist", n_train=260, n_test=40)
     args = build_parser(mlp.RECIPE).parse_args(["--mode", "ols", "--data", str(data_dir), "--val-size", "20",
@@ -145,7 +133,7 @@ def test_ols_interrupted_mid_epoch_resumes_exactly(tmp_path):
 
     ref, ref_files = go(tmp_path / "ref")
     with pytest.raises(Interrupted):
-        go(tmp_path / "out", stop=_StopAfter(12 + 5))  # 12 steps per epoch: inside epoch 2
+        go(tmp_path / "out", stop=StopAfter(12 + 5))  # 12 steps per epoch: inside epoch 2
     state = RunFiles(tmp_path / "out", "run").load_checkpoint()
     assert state["step"] == 5 and state["criterion"]["counts"].sum() > 0
     rec, files = go(tmp_path / "out", resume=state)

@@ -1,0 +1,79 @@
+"""TensorBoard logging of a run (opt-in: ``--tensorboard [DIR]``; ``pip install .[tensorboard]``).
+
+At every evaluation point: accuracy and loss of the training batches since the last point, of
+the validation set (where the recipe holds one out) and of the test set, and the learning rate;
+in emb mode once per epoch the soft targets softmax(E) as a grey image (row: label, column: the
+class its mass goes to; white = 1); at the end the run's settings as hyper-parameters with its
+reported test error. The step is the global training step, as in the record's curve.
+
+A resumed run opens the same folder with ``purge_step`` = the checkpoint's step + 1, so points
+logged after that checkpoint by the interrupted process are hidden, not shown twice.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+
+import numpy as np
+import torch
+
+INSTALL_HINT = "pip install tensorboard (or pip install .[tensorboard])"
+IMAGE_SIDE = 256  # pixels the soft-target image is scaled up to, about (one label: several pixels)
+
+
+def available() -> bool:
+    """Whether the tensorboard package is installed (torch.utils.tensorboard needs it)."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def open_log(logdir: str | None, purge_step: int):
+    """A context giving a :class:`TensorBoardLog` of ``logdir``, or None when ``logdir`` is None."""
+    return contextlib.nullcontext() if logdir is None else TensorBoardLog(logdir, purge_step)
+
+
+class TensorBoardLog:
+    def __init__(self, logdir: str, purge_step: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError(f"TensorBoard logging needs the tensorboard package: {INSTALL_HINT}") from None
+        self.writer = SummaryWriter(logdir, purge_step=purge_step)
+
+    def point(self, row: dict, losses: dict[str, float], lr: float) -> None:
+        """One evaluation point: ``row`` as in the record's curve, ``losses`` per held-out set."""
+        step = row["step"]
+        for split in ("train", "val", "test"):
+            if row.get(f"{split}_acc") is not None:
+                self.writer.add_scalar(f"accuracy/{split}", row[f"{split}_acc"], step)
+        for split, loss in (("train", row["train_loss"]), *losses.items()):
+            self.writer.add_scalar(f"loss/{split}", loss, step)
+        self.writer.add_scalar("learning_rate", lr, step)
+        self.writer.flush()
+
+    def soft_targets(self, E: np.ndarray, step: int) -> None:
+        """softmax(E), one row per label, as a grey image scaled up to about IMAGE_SIDE pixels."""
+        S = torch.from_numpy(np.asarray(E, dtype=np.float32)).softmax(dim=1)
+        k = max(1, IMAGE_SIDE // S.shape[0])
+        self.writer.add_image("soft_targets", S.repeat_interleave(k, 0).repeat_interleave(k, 1)[None], step,
+                              dataformats="CHW")
+        self.writer.flush()
+
+    def finish(self, settings: dict, reported: dict) -> None:
+        """The run's settings as hyper-parameters, with its reported test error as their metric."""
+        from torch.utils.tensorboard.summary import hparams
+
+        hp = {k: v for k, v in settings.items() if isinstance(v, (bool, int, float, str))}  # None: not a value
+        metric = {"hparam/test_error_pct": reported["test_error_pct"]}
+        for summary in hparams(hp, metric):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.add_scalar("hparam/test_error_pct", reported["test_error_pct"], reported["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self) -> "TensorBoardLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""--tensorboard: the event file, read back with TensorBoard's own reader; resume without duplicates;
+a clear refusal where tensorboard is not installed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import StopAfter, make_mnist, run_script
+from labelemb.cli import build_parser, make_config
+from labelemb.config import RECIPES
+from labelemb.data import load_dataset
+from labelemb.interrupt import Interrupted
+from labelemb.results import RunFiles
+from labelemb.train import run
+
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+SCALARS = {"accuracy/train", "accuracy/val", "accuracy/test", "loss/train", "loss/val", "loss/test", "learning_rate",
+           "hparam/test_error_pct"}
+
+
+def _read(folder: Path):
+    ea = event_accumulator.EventAccumulator(str(folder), size_guidance={event_accumulator.SCALARS: 0,
+                                                                         event_accumulator.IMAGES: 0})
+    ea.Reload()
+    return ea
+
+
+def _steps(ea, tag: str) -> list[int]:
+    return [e.step for e in ea.Scalars(tag)]
+
+
+@pytest.mark.parametrize("mode", ["emb", "baseline"])
+def test_dry_run_logs_every_point_and_the_soft_targets(mode, tmp_path, capsys):
+    data, out = make_mnist(tmp_path / "mnist", n_train=520), tmp_path / "r"
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(out), "--dry-run",
+                   "--mode", mode, "--tensorboard", capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    stem = f"mnist_mlp_{mode}_0"
+    rec = json.loads((out / f"{stem}.json").read_text())
+    assert rec["config"]["tensorboard"] == str((out / f"{stem}_tensorboard").resolve())
+    ea = _read(out / f"{stem}_tensorboard")
+    assert set(ea.Tags()["scalars"]) == SCALARS
+    points = [row["step"] for row in rec["curve"]]
+    assert points == [1, 2, 3]  # a dry run: 3 steps, an evaluation after each
+    for tag in SCALARS - {"hparam/test_error_pct"}:
+        assert _steps(ea, tag) == points, tag
+    for row, acc, loss in zip(rec["curve"], ea.Scalars("accuracy/test"), ea.Scalars("loss/test"), strict=True):
+        assert acc.value == pytest.approx(row["test_acc"]) and loss.value == pytest.approx(row["test_loss"])
+    assert [e.value for e in ea.Scalars("learning_rate")] == pytest.approx([1e-3] * 3)
+    (final,) = ea.Scalars("hparam/test_error_pct")
+    assert final.value == pytest.approx(rec["reported"]["test_error_pct"]) and final.step == rec["reported"]["step"]
+    if mode == "emb":  # softmax(E) once per epoch, after its last step; 10 labels of 25 pixels
+        assert ea.Tags()["images"] == ["soft_targets"]
+        assert [(e.step, e.width, e.height) for e in ea.Images("soft_targets")] == [(3, 250, 250)]
+    else:
+        assert ea.Tags()["images"] == []
+
+
+def test_a_folder_per_run_under_the_given_dir(tmp_path, capsys):
+    data, logs = make_mnist(tmp_path / "mnist"), tmp_path / "logs"
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(tmp_path / "r"),
+                   "--dry-run", "--quiet", "--runs", "2", "--tensorboard", str(logs), capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in logs.iterdir()) == ["mnist_mlp_emb_0", "mnist_mlp_emb_1"]
+    assert all(list(p.glob("events.out.tfevents.*")) for p in logs.iterdir())
+
+
+def test_refused_without_tensorboard(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("labelemb.cli.available", lambda: False)  # as where the package is not installed
+    data, out = make_mnist(tmp_path / "mnist"), tmp_path / "r"
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(out), "--tensorboard",
+                   capsys=capsys)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+    assert "--tensorboard needs the tensorboard package" in r.stderr and "pip install tensorboard" in r.stderr
+    assert not out.exists()
+
+
+def test_resume_continues_the_log_without_duplicate_points(tmp_path):
+    data_dir = make_mnist(tmp_path / "mnist", n_train=260, n_test=40)
+    data = load_dataset("mnist", data_dir, val_size=20)
+
+    def cfg(out: Path):
+        args = build_parser(RECIPES["mlp"]).parse_args(["--data", str(data_dir), "--val-size", "20", "--batch-size",
+                                                        "20", "--epochs", "3", "--quiet", "--results-dir", str(out),
+                                                        "--tensorboard"])
+        return make_config(RECIPES["mlp"], args, 0)
+
+    def go(out: Path, resume=None, stop=None):
+        files = RunFiles(out, "mnist_mlp_emb_0")
+        files.dir.mkdir(exist_ok=True)
+        return run(cfg(out), data, torch.device("cpu"), files, resume=resume, stop=stop), files
+
+    ref, _ = go(tmp_path / "ref")
+    with pytest.raises(Interrupted):
+        go(tmp_path / "out", stop=StopAfter(12 + 8))  # 12 steps per epoch: 8 steps into epoch 2
+    files = RunFiles(tmp_path / "out", "mnist_mlp_emb_0")
+    # As after a crash: resume from the checkpoint of epoch 1, though the log already holds epoch 2's
+    # first points; they are hidden (purge_step), then logged again once.
+    state = files.load_checkpoint("previous")
+    assert (state["epoch"], state["step"]) == (1, 0)
+    rec, _ = go(tmp_path / "out", resume=state)
+    a, b = _read(tmp_path / "ref" / "mnist_mlp_emb_0_tensorboard"), _read(Path(rec["config"]["tensorboard"]))
+    points = [row["step"] for row in ref["curve"]]
+    for tag in SCALARS - {"hparam/test_error_pct"}:
+        assert _steps(b, tag) == _steps(a, tag) == points, tag
+        assert [e.value for e in b.Scalars(tag)] == pytest.approx([e.value for e in a.Scalars(tag)], rel=1e-6), tag
+    assert [e.step for e in b.Images("soft_targets")] == [12, 24, 36]
