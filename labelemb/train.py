@@ -430,6 +430,8 @@ def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resum
     (``dist``) every rank calls this; only the main rank writes files.
     """
     parts = build(cfg, data, device, dist, checkpoint=resume)
+    if dist.main:
+        files.dir.mkdir(parents=True, exist_ok=True)
     if cfg.channels_last:
         data = data.with_channels_last()
     sched = Schedule.of(cfg, len(data.train_y))
