@@ -153,23 +153,11 @@ COMPARISON_FIELDS = ["task", "dataset", "mode_a", "mode_b", "pairs", "unpaired",
                      "ci_high", "ci_level", "p_paired", "p_welch"]
 
 
-def csv_text(groups: list[Group]) -> str:
+def _csv(fields: list[str], rows) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
-    for g in groups:
-        for s in g.stats:
-            runs = g.by_mode[s.mode]
-            w.writerow({"task": g.task, "dataset": g.dataset, "arch": ";".join(sorted({r.arch for r in runs})),
-                        "mode": s.mode, "metric": ";".join(sorted({r.metric for r in runs})), "runs": len(s.errors),
-                        "run_nums": ";".join(map(str, s.nums)), "test_error_mean": s.mean,
-                        "test_error_std": s.std, "reduction_pp": s.reduction_pp,
-                        "reduction_rel_pct": s.reduction_rel_pct, "welch_t": s.welch and s.welch.t,
-                        "welch_df": s.welch and s.welch.df, "p_welch": s.welch and s.welch.p,
-                        "time_per_epoch_mean": s.time_per_epoch,
-                        "paper_test_error_mean": s.paper and s.paper[0], "paper_test_error_std": s.paper and s.paper[1],
-                        "paper_time_per_epoch": s.paper and s.paper[2],
-                        **_best_columns(s.best_test if g.reports_final else None)})
+    w.writerows(rows)
     return buf.getvalue()
 
 
@@ -178,15 +166,29 @@ def _best_columns(b: BestTest | None) -> dict:
             "best_test_epoch_median": b and b.epoch_median}
 
 
+def _mode_row(g: Group, s) -> dict:
+    runs = g.by_mode[s.mode]
+    return {"task": g.task, "dataset": g.dataset, "arch": ";".join(sorted({r.arch for r in runs})),
+            "mode": s.mode, "metric": ";".join(sorted({r.metric for r in runs})), "runs": len(s.errors),
+            "run_nums": ";".join(map(str, s.nums)), "test_error_mean": s.mean,
+            "test_error_std": s.std, "reduction_pp": s.reduction_pp,
+            "reduction_rel_pct": s.reduction_rel_pct, "welch_t": s.welch and s.welch.t,
+            "welch_df": s.welch and s.welch.df, "p_welch": s.welch and s.welch.p,
+            "time_per_epoch_mean": s.time_per_epoch,
+            "paper_test_error_mean": s.paper and s.paper[0], "paper_test_error_std": s.paper and s.paper[1],
+            "paper_time_per_epoch": s.paper and s.paper[2],
+            **_best_columns(s.best_test if g.reports_final else None)}
+
+
+def csv_text(groups: list[Group]) -> str:
+    """report.csv: one row per task/dataset/mode."""
+    return _csv(CSV_FIELDS, [_mode_row(g, s) for g in groups for s in g.stats])
+
+
 def comparisons_csv(groups: list[Group]) -> str:
-    """One row per pair of modes of a group (see :func:`comparison_table`)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COMPARISON_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for g in groups:
-        for c in g.pairs:
-            w.writerow({"task": g.task, "dataset": g.dataset, "mode_a": c.a, "mode_b": c.b, "pairs": c.pairs,
-                        "unpaired": c.unpaired, "mean_diff_b_minus_a": c.mean_diff, "ci_low": c.ci and c.ci[0],
-                        "ci_high": c.ci and c.ci[1], "ci_level": c.level, "p_paired": c.p,
-                        "p_welch": c.welch and c.welch.p})
-    return buf.getvalue()
+    """comparisons.csv: one row per pair of modes of a group (see :func:`comparison_table`)."""
+    return _csv(COMPARISON_FIELDS, [
+        {"task": g.task, "dataset": g.dataset, "mode_a": c.a, "mode_b": c.b, "pairs": c.pairs,
+         "unpaired": c.unpaired, "mean_diff_b_minus_a": c.mean_diff, "ci_low": c.ci and c.ci[0],
+         "ci_high": c.ci and c.ci[1], "ci_level": c.level, "p_paired": c.p, "p_welch": c.welch and c.welch.p}
+        for g in groups for c in g.pairs])
