@@ -49,7 +49,7 @@ import torch.nn as nn
 
 from . import train
 from .bench_feeds import CLASSIC_WORKERS, ClassicFeed, OurFeed
-from .config import RECIPES, Config
+from .config import DEVICES, RECIPES, Config
 from .data import FASHION_CLASSES
 from .dataset import CIFAR_MEAN, CIFAR_STD, Dataset
 from .device import configure, precision, resolve_device
@@ -446,7 +446,7 @@ def build_parser() -> Parser:
     a("--task", type=_task_list, default="all",
       help=f"'all' or a comma-separated list of {','.join(TASKS)} (cifar10: ResNet-8, cifar100: ResNet-18)")
     a("--mode", choices=("both", *MODES), default="both", help="which training mode(s)")
-    a("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available")
+    a("--device", choices=DEVICES, default="auto", help="auto = cuda if available")
     a("--steps", type=int, default=None, help="timed steps per window (default: per task, see above)")
     a("--warmup", type=int, default=None, help="untimed steps first (default: per task)")
     a("--repeats", type=int, default=None, help="timed windows per measurement; the median is reported "

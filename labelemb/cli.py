@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from .config import ALPHA, BETA, BN_INITS, MODES, SMOOTHING, TAU, Config, Recipe, check
+from .config import ALPHA, BETA, BN_INITS, DEVICES, MODES, SMOOTHING, TAU, Config, Recipe, check
 from .data import SYSTEM_FASHION_MNIST, default_data_dir, load_dataset
 from .device import resolve_device
 from .distributed import Dist, from_env, setup, teardown
@@ -50,7 +50,7 @@ def build_parser(recipe: Recipe) -> Parser:
     a("--runs", type=int, default=None, help="train runs --num .. --num+RUNS-1 one after another, "
                                              "skipping runs already complete (default: just --num)")
     a("--seed", type=int, default=None, help="random seed (default: the run index --num)")
-    a("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available")
+    a("--device", choices=DEVICES, default="auto", help="auto = cuda if available")
     a("--results-dir", default=recipe.results_dir, help="folder for records, curves, checkpoints")
     a("--resume", nargs="?", const="last", choices=("last", "previous"), default=None,
       help="continue the run --num from its last checkpoint ('previous': the one before it)")
