@@ -435,13 +435,12 @@ def _task_list(text: str) -> list[str]:
 def build_parser() -> Parser:
     defaults = "; ".join(f"{k}: {t.warmup} + {t.repeats} x {t.steps['cpu']} (cuda {t.steps['cuda']})"
                          for k, t in TASKS.items())
-    p = parser(
-        "python3 -m labelemb.bench",
+    p = parser("python3 -m labelemb.bench", command="labelemb-bench", description=(
         "Time training steps of the four recipes' models on synthetic data of the real shapes: "
         "ours vs a classic torchvision DataLoader pipeline (the authors' for CIFAR; PIL + ToTensor "
         "and a TensorDataset loader for MNIST), emb vs baseline, data share of the step, FLOP/s vs a "
         "fp32 matmul, and (mlp) where emb's extra time per step goes; prints a table and writes JSON. "
-        f"Per-task default steps (warm-up + repeats x timed steps): {defaults}.")
+        f"Per-task default steps (warm-up + repeats x timed steps): {defaults}."))
     a = p.add_argument
     a("--task", type=_task_list, default="all",
       help=f"'all' or a comma-separated list of {','.join(TASKS)} (cifar10: ResNet-8, cifar100: ResNet-18)")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,5 +22,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def parser(prog: str, description: str) -> Parser:
+def parser(prog: str, description: str, command: str | None = None) -> Parser:
+    """``command``: the console command that also runs it (pip install); named as such when so started."""
+    if command and os.path.basename(sys.argv[0]) == command:
+        prog = command
     return Parser(prog=prog, description=description, formatter_class=HelpFormatter)

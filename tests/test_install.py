@@ -62,6 +62,7 @@ def test_the_two_commands_are_declared_and_run(installed, tmp_path):
         r = subprocess.run([str(installed / "bin" / command), "--help"], capture_output=True, text=True,
                            env=_env(installed), cwd=tmp_path, timeout=300)
         assert r.returncode == 0 and words in " ".join(r.stdout.split()), (command, r.stderr)
+        assert r.stdout.startswith(f"usage: {command} ")  # named as the user called it
 
 
 def test_requirements_come_from_the_requirements_files(installed):

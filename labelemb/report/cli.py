@@ -12,8 +12,9 @@ from .records import _one_line
 
 
 def build_parser() -> Parser:
-    p = parser("python3 -m labelemb.report", "Paper-style report over results folders: tables (printed, and "
-               "written as report.md / report.csv), curves.png and heatmap(s) in each folder.")
+    p = parser("python3 -m labelemb.report", command="labelemb-report", description=(
+        "Paper-style report over results folders: tables (printed, and written as report.md, report.csv and "
+        "comparisons.csv), curves.png and heatmap(s) in each folder."))
     p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders, e.g. mlp_results cnn_results")
     p.add_argument("--include-dry-run", action="store_true",
                    help="count --dry-run records too (smoke checks; default: they are skipped)")
@@ -27,8 +28,9 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    prog = "python3 -m labelemb.report"
+    p = build_parser()
+    args = p.parse_args(argv)
+    prog = p.prog
     wanted = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes is not None else None
     if args.classes is not None and not wanted:
         print(f"{prog}: error: --classes needs at least one class name", file=sys.stderr)
