@@ -87,7 +87,7 @@ def load_mnist(root: str | os.PathLike, name: str = "mnist", val_size: int = 500
         d = _find_idx_dir(root, name)
     if d is None:
         raise DatasetMissing(f"{name} not found in {root} (looked for the four IDX files there and in "
-                        f"{root / _TORCHVISION[name] / 'raw'}); pass --data FOLDER holding them")
+                             f"{root / _TORCHVISION[name] / 'raw'}); pass --data FOLDER holding them")
     arrays = {k: read_idx(_idx_path(d, base), ndim) for k, (base, ndim) in _IDX_FILES.items()}
     for split in ("train", "test"):
         nx, ny = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
@@ -162,7 +162,7 @@ def load_cifar(root: str | os.PathLike, name: str = "cifar10", download: bool = 
         d = _find_cifar_dir(root, name)
     if d is None:
         raise DatasetMissing(f"{name} not found in {root} (looked for {', '.join(spec['train'] + spec['test'])} "
-                        f"there and in {root / spec['folder']}); pass --data FOLDER holding them")
+                             f"there and in {root / spec['folder']}); pass --data FOLDER holding them")
     parts = {s: [_cifar_batch(d / f, spec["labels"], spec["n"]) for f in spec[s]] for s in ("train", "test")}
     meta = d / spec["meta"]
     if meta.is_file():
@@ -196,7 +196,7 @@ def _download(root: Path, name: str) -> None:
             shutil.rmtree(root, ignore_errors=True)  # leave no empty folders behind a failed download
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatasetMissing(f"{name} is not in {root} and downloading it failed ({first}); on a machine "
-                        f"without network, copy the dataset there or pass --data FOLDER holding it") from None
+                             f"without network, copy the dataset there or pass --data FOLDER holding it") from None
 
 
 def default_data_dir(name: str) -> str | None:

@@ -2,10 +2,11 @@
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything here is a no-op and a
 run is one process. Under torchrun a process group is made even for one process (NCCL on one
-GPU), so that the run takes the same path as on many. Each rank takes a contiguous shard of every global batch (the recipe's
-batch, same permutation and same augmentation draws on every rank), so the ranks together see
-exactly the batches one process would, and the losses are scaled so that DDP's gradient
-average equals the single-process gradient (see ``LabelEmbLoss.forward(global_batch=...)``).
+GPU), so that the run takes the same path as on many. Each rank takes a contiguous shard of
+every global batch (the recipe's batch, same permutation and same augmentation draws on every
+rank), so the ranks together see exactly the batches one process would, and the losses are
+scaled so that DDP's gradient average equals the single-process gradient (see
+``LabelEmbLoss.forward(global_batch=...)``).
 """
 from __future__ import annotations
 

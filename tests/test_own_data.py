@@ -147,8 +147,10 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     r = run_script("cifar10.py", "--resize", "--data", str(tmp_path), "--results-dir", str(out), capsys=capsys)
     assert r.returncode == 2 and "--resize applies to --dataset imagefolder only" in r.stderr
     Image.new("RGB", (64, 64)).save(root / "test" / "dog" / "big.png")
-    r = run_script("cifar10.py", "--dataset", "imagefolder", "--data", str(root), "--results-dir", str(out), capsys=capsys)
-    assert r.returncode == 2 and "big.png is 64x64 pixels" in r.stderr and "--resize" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = run_script("cifar10.py", "--dataset", "imagefolder", "--data", str(root), "--results-dir", str(out),
+                   capsys=capsys)
+    assert r.returncode == 2 and "big.png is 64x64 pixels" in r.stderr and "--resize" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
     assert not out.exists()
 
 
