@@ -274,8 +274,9 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
 
 # ----------------------------------------------------------------------------- MLP epoch (issue 2)
 def _bare_epoch(cfg: Config, data: Dataset, device: torch.device) -> float:
-    """Seconds of a bare forward/backward/step loop over pre-built batch tensors (the model,
-    optimiser, criterion and batches of ``train.build`` and the recipe, nothing else)."""
+    """Seconds of bare training steps (``train.train_step``) over pre-built batch tensors: the model,
+    optimiser, criterion and batches of ``train.build`` and the recipe, without the loop's batching,
+    metrics, evaluation or records."""
     parts = train.build(cfg, data, device)
     net, criterion, optimizer, amp_dtype = parts.train_net, parts.criterion, parts.optimizer, parts.amp_dtype
     bs = cfg.batch_size
@@ -286,15 +287,7 @@ def _bare_epoch(cfg: Config, data: Dataset, device: torch.device) -> float:
 
     def loop():
         for x, y in batches:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                if cfg.two_heads:
-                    o1, o2, e = net(x, y)
-                else:
-                    o1 = net(x)
-            loss = criterion(o1, y, o2, e) if cfg.two_heads else criterion(o1, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train.train_step(net, criterion, optimizer, x, y, cfg.two_heads, amp_dtype)
 
     return _timed(loop, 1, device)
 
@@ -308,8 +301,9 @@ def mlp_epoch(device: torch.device, opts: argparse.Namespace, say) -> dict:
     modes = MODES if opts.mode == "both" else (opts.mode,)
     say(f"mlp epoch: {steps} steps of batch {task.batch_size}, train.run vs a bare loop over pre-built batches")
     out = {"method": ("ours: train.run with mlp.py's recipe for 1 epoch (--quiet, evaluation excluded: the "
-                      "record's epoch_seconds) on a synthetic Fashion-MNIST-shaped dataset; bare: zero_grad/"
-                      "forward/loss/backward/step over the same number of pre-built normalised batch tensors"),
+                      "record's epoch_seconds) on a synthetic Fashion-MNIST-shaped dataset; bare: train.train_step "
+                      "(forward/loss/zero_grad/backward/step) over the same number of pre-built normalised batch "
+                      "tensors"),
            "steps": steps, "batch_size": task.batch_size, "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for m in modes:

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from .config import ALPHA, BETA, BN_INITS, DEVICES, MODES, SMOOTHING, TAU, Config, Recipe, check
+from .config import ALPHA, BETA, BN_INITS, DEVICES, MODES, SMOOTHING, TAU, Config, ConfigError, Recipe, check
 from .data import SYSTEM_FASHION_MNIST, default_data_dir, load_dataset
 from .device import resolve_device
 from .distributed import Dist, from_env, setup, teardown
@@ -104,9 +104,6 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int = 1) -> Config:
     """The resolved configuration of run ``num`` (ConfigError for values out of range)."""
-    smoothing = args.smoothing
-    if args.mode == "ls" and smoothing is None:
-        smoothing = SMOOTHING
     cfg = recipe.config(
         dataset=args.dataset, mode=args.mode, lr=args.lr, tau=args.tau, alpha=args.alpha, beta=args.beta,
         epochs=1 if args.dry_run else args.epochs, val_size=args.val_size,
@@ -117,7 +114,7 @@ def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int =
         amp=args.amp, tf32=args.tf32, channels_last=args.channels_last, compile=args.compile,
         bn_init=args.bn_init, emb_dim=args.emb_dim,
         init_emb=os.path.abspath(args.init_emb) if args.init_emb else None, freeze_emb=args.freeze_emb,
-        smoothing=smoothing, resize=args.resize)
+        smoothing=args.smoothing, resize=args.resize)
     if args.tensorboard is None:
         return cfg
     logs = os.path.join(args.tensorboard, cfg.stem) if args.tensorboard else \
@@ -127,11 +124,16 @@ def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int =
 
 def check_resumable(cfg: Config, checkpoint: dict, path) -> None:
     """UserError listing the recipe settings where ``checkpoint`` differs from ``cfg``."""
-    diff = cfg.resume_mismatch(Config.from_record(checkpoint.get("config", {})))
+    try:
+        saved = Config.from_record(checkpoint.get("config"))
+    except (ConfigError, TypeError) as e:
+        raise UserError(f"checkpoint {path} holds no usable config ({e}); start the run without --resume") from None
+    diff = cfg.resume_mismatch(saved)
     if diff:
         shown = ", ".join(f"{k} (checkpoint {old!r}, now {new!r})" for k, old, new in diff)
-        raise UserError(f"checkpoint {path} is of a different recipe: {shown}; "
-                        "rerun with the checkpoint's settings, or without --resume to start anew")
+        flags = ", ".join("--" + k.replace("_", "-") for k, _, _ in diff)
+        raise UserError(f"checkpoint {path} is of a different recipe: {shown}; rerun with the checkpoint's "
+                        f"settings ({flags}), or without --resume to start anew")
 
 
 def plan(cfg: Config, files: RunFiles, args: argparse.Namespace, sweep: bool) -> str:

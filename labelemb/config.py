@@ -9,6 +9,7 @@ command line's help import it without the training stack.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from .errors import UserError
@@ -85,7 +86,7 @@ def check(name: str, value, flag: bool = False) -> None:
     bound = BOUNDS[name]
     shown = "--" + name.replace("_", "-") if flag else name
     hint = f"; {bound.hint}" if bound.hint else ""
-    kind = int if bound.integer else (int, float)
+    kind = numbers.Integral if bound.integer else numbers.Real  # numpy scalars too
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{shown} must be {'an integer' if bound.integer else 'a number'} {bound.describe()}, "
                           f"got {value!r}")
@@ -151,7 +152,7 @@ class Config:
     tensorboard: str | None = None  # the folder of this run's TensorBoard log; None: no log
     # Numerics and speed (opt-in; the defaults are SPEC's fp32).
     amp: bool = _variant(False)  # bf16 autocast
-    tf32: bool = _variant(False)  # TF32 matmuls and convolutions (CUDA)
+    tf32: bool = _variant(False)  # TF32 matmuls and convolutions (CUDA); see saved_setting for older records
     channels_last: bool = False
     compile: bool = False
     # Initialisation of BatchNorm scales: BN_INITS for the architectures with BatchNorm, None for the others.
@@ -160,10 +161,12 @@ class Config:
     emb_dim: int = _variant(0)
     init_emb: str | None = _variant(None)
     freeze_emb: bool = _variant(False)
-    smoothing: float | None = _variant(None)  # --mode ls only
+    smoothing: float | None = _variant(None)  # --mode ls only (SMOOTHING when not given)
     resize: bool = _variant(False)
 
     def __post_init__(self):
+        if self.mode == "ls" and self.smoothing is None:  # the one place the epsilon's default is applied
+            object.__setattr__(self, "smoothing", SMOOTHING)
         _choice("mode", self.mode, MODES)
         _choice("arch", self.arch, ARCHS)
         _choice("device", self.device, DEVICES)
@@ -209,11 +212,6 @@ class Config:
         """Whether a training step computes head 2 and E[y] (LabelEmb with a learned E)."""
         return self.mode == "emb" and not self.freeze_emb
 
-    @property
-    def label_smoothing(self) -> float:
-        """The epsilon of --mode ls (SMOOTHING unless set)."""
-        return SMOOTHING if self.smoothing is None else self.smoothing
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -221,27 +219,37 @@ class Config:
         return replace(self, **changes)
 
     # ------------------------------------------------------------------ saved configs
+    @staticmethod
+    def saved_setting(saved: dict, key: str):
+        """Setting ``key`` of a saved config dict; for a key added after it was written, what the
+        older code ran with: the field's default, except ``bn_init`` of a ResNet ("ones": PyTorch's
+        default before --bn-init). ``tf32`` reads as False, though on CUDA the code before --tf32
+        left PyTorch's defaults (TF32 convolutions, fp32 matmuls) in place; CPU runs had no TF32."""
+        if key in saved:
+            return saved[key]
+        if key == "bn_init" and saved.get("arch") in BN_ARCHS:
+            return "ones"
+        return _FIELDS[key].default
+
     @classmethod
     def from_record(cls, saved: dict) -> "Config":
-        """The Config of a record's or checkpoint's ``config`` dict. Settings added after it was
-        written take their defaults (the value the older code ran with; for ``bn_init`` of a
-        ResNet that is "ones"); keys this version does not know are ignored."""
-        if not isinstance(saved, dict):
-            raise ConfigError(f"a saved config must be a dict, got {type(saved).__name__}")
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in saved.items() if k in known}
-        if "bn_init" not in values and values.get("arch") in BN_ARCHS:
-            values["bn_init"] = "ones"  # before --bn-init existed, PyTorch's default (ones) ran
-        return cls(**values)
+        """The Config of a record's or checkpoint's ``config`` dict (keys added later: see
+        :meth:`saved_setting`; keys this version does not know are ignored). ConfigError when it
+        is not one."""
+        if not isinstance(saved, dict) or any(f not in saved for f in REQUIRED):
+            raise ConfigError(f"a saved config must be a dict with {', '.join(REQUIRED)}")
+        return cls(**{k: cls.saved_setting(saved, k) for k in _FIELDS})
 
     def resume_mismatch(self, saved: "Config") -> list[tuple[str, object, object]]:
         """(key, saved value, this value) for each resume key where ``saved`` differs from this config."""
         return [(k, getattr(saved, k), getattr(self, k)) for k in RESUME_KEYS if getattr(saved, k) != getattr(self, k)]
 
 
-RESUME_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resume"))
-# Opt-in settings beyond the paper's recipe, with the value a record written before one existed implies.
-VARIANT_DEFAULTS = {f.name: f.default for f in fields(Config) if f.metadata.get("variant")}
+_FIELDS = {f.name: f for f in fields(Config)}
+REQUIRED = tuple(k for k, f in _FIELDS.items() if f.default is MISSING)
+RESUME_KEYS = tuple(k for k, f in _FIELDS.items() if f.metadata.get("resume"))
+# Opt-in settings beyond the paper's recipe (the report warns when runs of one mode differ in one).
+VARIANT_KEYS = tuple(k for k, f in _FIELDS.items() if f.metadata.get("variant"))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -23,16 +25,12 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: str = "cpu"  # where collectives' tensors live (NCCL needs CUDA tensors)
-    launched: bool = False  # started by torchrun: a process group, DDP and sharding, however many processes
+    active: bool = False  # started by torchrun: a process group, DDP and sharding, however many processes
 
     @property
     def main(self) -> bool:
         """Only the main process writes records, checkpoints and prints."""
         return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.launched
 
     def shard(self, n: int) -> slice:
         """This rank's contiguous part of n items (sizes differ by at most one)."""
@@ -65,11 +63,15 @@ class Dist:
 
 
 def from_env() -> Dist:
-    """The process's place in a torchrun job (rank 0 of 1, not launched, without torchrun)."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+    """The process's place in a torchrun job; rank 0 of 1, not active, without one.
+
+    Several processes (WORLD_SIZE > 1), or one started by torchrun itself (TORCHELASTIC_RUN_ID):
+    a cluster's wrapper that only exports RANK=0 WORLD_SIZE=1 for a plain process changes nothing.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "RANK" not in os.environ or (world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ):
         return Dist()
-    return Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")),
-                launched=True)
+    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")), active=True)
 
 
 def setup(d: Dist, device: torch.device) -> tuple[Dist, torch.device]:
@@ -80,7 +82,13 @@ def setup(d: Dist, device: torch.device) -> tuple[Dist, torch.device]:
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        try:
+            dist.init_process_group(backend)
+        except (ValueError, RuntimeError) as e:  # no rendezvous address, an unreachable peer, ...
+            first = " ".join(str(e).split())[:300]
+            raise UserError(f"cannot join the torchrun process group ({backend}: {first}); start the script "
+                            "with torchrun, or without RANK/WORLD_SIZE in the environment") from None
     return replace(d, device=str(device)), device
 
 

@@ -168,13 +168,13 @@ def init_batchnorm_(model: nn.Module, how: str) -> None:
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 28,
-                emb_dim: int | None = None, bn_init: str = "uniform") -> LabelEmbNet:
+                emb_dim: int | None = None, bn_init: str | None = "uniform") -> LabelEmbNet:
     """The recipe's network, initialised as the authors' code did (SPEC §2).
 
     ``emb_dim`` (opt-in, ``--emb-dim``): a compressed label embedding of that width instead of
     the n x n matrix (its parameters are drawn from the same RNG stream, so the heads' initial
     weights then differ from a full-matrix model of the same seed). ``bn_init``: the ResNets'
-    BatchNorm scales, see :func:`init_batchnorm_` (the MLP and CNN have no BatchNorm).
+    BatchNorm scales, see :func:`init_batchnorm_` (the MLP and CNN have no BatchNorm: ignored).
     """
     if arch == "mlp":
         backbone = MnistMLP(in_features=image_size * image_size * in_channels)

@@ -8,13 +8,17 @@ reported test error. The step is the global training step, as in the record's cu
 
 A resumed run opens the same folder with ``purge_step`` = the checkpoint's step + 1, so points
 logged after that checkpoint by the interrupted process are hidden, not shown twice.
+
+Logging is a side show: if writing the log fails (a full disk), one warning is printed and the
+run goes on without it (under torchrun the other ranks would otherwise wait for rank 0 forever).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import sys
 
-import numpy as np
 import torch
 
 INSTALL_HINT = "pip install tensorboard (or pip install .[tensorboard])"
@@ -31,14 +35,32 @@ def open_log(logdir: str | None, purge_step: int):
     return contextlib.nullcontext() if logdir is None else TensorBoardLog(logdir, purge_step)
 
 
+def _best_effort(method):
+    """Run ``method`` unless an earlier write failed; an OSError disables the log with one warning."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.failed:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as e:
+            self.failed = True
+            print(f"warning: TensorBoard log {self.logdir} not written any more ({e.strerror or e}); "
+                  "the run goes on", file=sys.stderr)
+        return None
+    return wrapper
+
+
 class TensorBoardLog:
     def __init__(self, logdir: str, purge_step: int):
+        self.logdir, self.failed = logdir, False
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ImportError(f"TensorBoard logging needs the tensorboard package: {INSTALL_HINT}") from None
         self.writer = SummaryWriter(logdir, purge_step=purge_step)
 
+    @_best_effort
     def point(self, row: dict, losses: dict[str, float], lr: float) -> None:
         """One evaluation point: ``row`` as in the record's curve, ``losses`` per held-out set."""
         step = row["step"]
@@ -50,14 +72,16 @@ class TensorBoardLog:
         self.writer.add_scalar("learning_rate", lr, step)
         self.writer.flush()
 
-    def soft_targets(self, E: np.ndarray, step: int) -> None:
-        """softmax(E), one row per label, as a grey image scaled up to about IMAGE_SIDE pixels."""
-        S = torch.from_numpy(np.asarray(E, dtype=np.float32)).softmax(dim=1)
+    @_best_effort
+    def soft_targets(self, S: torch.Tensor, step: int) -> None:
+        """The soft targets softmax(E) (n x n, rows are labels) as a grey image of about IMAGE_SIDE pixels."""
+        S = S.detach().float().cpu()
         k = max(1, IMAGE_SIDE // S.shape[0])
         self.writer.add_image("soft_targets", S.repeat_interleave(k, 0).repeat_interleave(k, 1)[None], step,
                               dataformats="CHW")
         self.writer.flush()
 
+    @_best_effort
     def finish(self, settings: dict, reported: dict) -> None:
         """The run's settings as hyper-parameters, with its reported test error as their metric."""
         from torch.utils.tensorboard.summary import hparams
@@ -70,7 +94,10 @@ class TensorBoardLog:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError:
+            pass  # already warned about, or nothing left to lose
 
     def __enter__(self) -> "TensorBoardLog":
         return self

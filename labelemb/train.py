@@ -61,7 +61,7 @@ def make_criterion(cfg: Config, model: LabelEmbNet | None = None) -> nn.Module:
     if cfg.mode == "emb":
         return LabelEmbLoss(tau=cfg.tau, alpha=cfg.alpha, beta=cfg.beta)
     if cfg.mode == "ls":
-        return LabelSmoothingLoss(cfg.label_smoothing)
+        return LabelSmoothingLoss(cfg.smoothing)
     if cfg.mode == "ols":
         return OnlineLabelSmoothingLoss(model.num_classes, hard_weight=0.5)
     return BaselineLoss()
@@ -120,7 +120,7 @@ def build(cfg: Config, data: Dataset, device: torch.device, dist: Dist = Dist(),
     seed_everything(cfg.seed)
     model = build_model(cfg.arch, data.num_classes, in_channels=data.train_x.shape[1],
                         image_size=data.train_x.shape[-1], emb_dim=cfg.emb_dim or None,
-                        bn_init=cfg.bn_init or "ones").to(device)
+                        bn_init=cfg.bn_init).to(device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
     elif cfg.init_emb:
@@ -157,20 +157,20 @@ def build(cfg: Config, data: Dataset, device: torch.device, dist: Dist = Dist(),
 
 # ----------------------------------------------------------------------------- one step, one evaluation
 def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-               x: torch.Tensor, y: torch.Tensor, emb_mode: bool,
+               x: torch.Tensor, y: torch.Tensor, two_heads: bool,
                amp_dtype: torch.dtype | None = None,
                global_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step; returns the (detached) loss and head-1 logits, without a host sync.
 
-    ``model`` is a :class:`LabelEmbNet` or a wrapper of one (torch.compile, DDP); ``emb_mode``:
-    the step computes head 2 and E[y] too. With ``amp_dtype`` the forward runs under autocast,
+    ``model`` is a :class:`LabelEmbNet` or a wrapper of one (torch.compile, DDP); ``two_heads``:
+    the step computes head 2 and E[y] too (LabelEmb with a learned E). With ``amp_dtype`` the forward runs under autocast,
     the loss in fp32 (the criteria cast). ``global_batch`` (under DDP) is the batch size of all
     ranks together, see the criteria.
     """
     kw = {} if global_batch is None else {"global_batch": global_batch}
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        out = model(x, y) if emb_mode else model(x)
-    if emb_mode:
+        out = model(x, y) if two_heads else model(x)
+    if two_heads:
         o1, o2, e = out
         loss = criterion(o1, y, o2, e, **kw)
     else:
@@ -313,11 +313,20 @@ def held_out_sets(data: Dataset, limit: int | None) -> list[tuple[str, torch.Ten
 
 
 # ----------------------------------------------------------------------------- the pieces of the loop
-def train_steps(parts: Parts, cfg: Config, data: Dataset, state: RunState, meter: Meter, until: int,
-                stop: StopFlag | None, dist: Dist, bar: tqdm) -> bool:
-    """Train from step ``state.step`` of the epoch up to step ``until``; returns True when a stop
-    (SIGINT/SIGTERM) was agreed, after the step that saw it."""
-    perm = state.perm.to(data.train_y.device)
+def epoch_order(state: RunState, gen: torch.Generator, data: Dataset) -> torch.Tensor:
+    """The epoch's order of the training images, on the data's device: drawn anew at the start of
+    an epoch, the checkpoint's when a run resumes inside one."""
+    if state.step == 0:
+        state.perm = torch.randperm(len(data.train_y), generator=gen)
+        state.epoch_start_seconds = state.train_seconds
+    return state.perm.to(data.train_y.device)
+
+
+def train_steps(parts: Parts, cfg: Config, data: Dataset, perm: torch.Tensor, state: RunState, meter: Meter,
+                until: int, stop: StopFlag | None, dist: Dist, bar: tqdm) -> bool:
+    """Train from step ``state.step`` of the epoch up to step ``until``, the epoch's order of the
+    training images being ``perm`` (on the data's device); returns True when a stop (SIGINT/SIGTERM)
+    was agreed, after the step that saw it."""
     bs = cfg.batch_size
     for s in range(state.step, until):
         idx = perm[s * bs:(s + 1) * bs]  # the global batch; under DDP this rank takes a shard
@@ -376,7 +385,7 @@ def end_epoch(parts: Parts, state: RunState, files: RunFiles, snapshot: bool, di
         if dist.main:
             files.write_embedding(state.embeddings)
         if tb is not None:
-            tb.soft_targets(state.embeddings[-1], global_step)
+            tb.soft_targets(parts.model.emb.soft_targets(), global_step)
     state.epoch, state.step, state.perm = state.epoch + 1, 0, None
 
 
@@ -442,17 +451,17 @@ def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resum
     held_out = held_out_sets(data, DRY_RUN_EVAL if cfg.dry_run else None)
     snapshot = cfg.mode == "emb" and embedding_matrix(parts.model.emb) is not None  # not for a big compressed E
     record = new_record(cfg, data, device, files, sched.steps, snapshot)
-    clock = Clock(device)
+    perm = None  # state.perm on the data's device (copied there once per epoch)
     # a resumed TensorBoard log hides what the interrupted process logged after its checkpoint
     with tqdm(total=cfg.epochs * sched.steps, initial=done, unit="step", disable=cfg.quiet or not dist.main,
               dynamic_ncols=True, mininterval=1.0, desc=f"{cfg.dataset} {cfg.arch} {cfg.mode} #{cfg.num}") as bar, \
             open_log(cfg.tensorboard if dist.main else None, purge_step=done + 1) as tb:
+        clock = Clock(device)
         while state.epoch < cfg.epochs:
-            if state.step == 0:  # a new epoch: its order of the training images
-                state.perm = torch.randperm(len(data.train_y), generator=parts.gens.data)
-                state.epoch_start_seconds = state.train_seconds
+            if state.step == 0 or perm is None:  # a new epoch, or the first steps of a resumed one
+                perm = epoch_order(state, parts.gens.data, data)
             until = sched.next_point(state.step)
-            stopping = train_steps(parts, cfg, data, state, meter, until, stop, dist, bar)
+            stopping = train_steps(parts, cfg, data, perm, state, meter, until, stop, dist, bar)
             state.train_seconds += clock.stop()
             error = meter.nonfinite_error(dist, sched.steps)
             if error:

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, make_mnist, run_script
 from labelemb.cli import build_parser, make_config
-from labelemb.config import (BOUNDS, RECIPES, RESUME_KEYS, VARIANT_DEFAULTS, Config, ConfigError, check)
+from labelemb.config import BOUNDS, RECIPES, RESUME_KEYS, VARIANT_KEYS, Config, ConfigError, check
 from labelemb.embedding import LabelEmbLoss
 from labelemb.errors import UserError
 from labelemb.smoothing import LabelSmoothingLoss
@@ -60,7 +60,7 @@ def test_resume_keys_come_from_the_fields():
     assert set(RESUME_KEYS) <= names
     assert {"tau", "alpha", "beta", "lr", "batch_size", "seed", "mode", "emb_dim", "amp"} <= set(RESUME_KEYS)
     assert not {"num", "quiet", "results_dir", "device", "data", "compile", "world_size"} & set(RESUME_KEYS)
-    assert set(VARIANT_DEFAULTS) <= set(RESUME_KEYS)
+    assert set(VARIANT_KEYS) <= set(RESUME_KEYS)
     a = RECIPES["mlp"].config()
     assert a.resume_mismatch(a.replace(beta=0.3, num=7)) == [("beta", 0.3, 0.5)]
 
@@ -77,7 +77,7 @@ def test_every_committed_record_loads():
 
 def test_older_records_get_the_defaults_of_later_keys():
     new = RECIPES["mlp"].config(dataset="fashion-mnist")
-    old = {k: v for k, v in new.to_dict().items() if k not in VARIANT_DEFAULTS}
+    old = {k: v for k, v in new.to_dict().items() if k not in VARIANT_KEYS}
     old["a_key_from_the_future"] = 1
     assert Config.from_record(old) == new
     with pytest.raises(ConfigError, match="--tau must be"):

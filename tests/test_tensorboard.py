@@ -108,3 +108,24 @@ def test_resume_continues_the_log_without_duplicate_points(tmp_path):
         assert _steps(b, tag) == _steps(a, tag) == points, tag
         assert [e.value for e in b.Scalars(tag)] == pytest.approx([e.value for e in a.Scalars(tag)], rel=1e-6), tag
     assert [e.step for e in b.Images("soft_targets")] == [12, 24, 36]
+
+
+def test_a_failing_log_warns_once_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    from labelemb.tblog import TensorBoardLog
+
+    log = TensorBoardLog(str(tmp_path / "tb"), purge_step=1)
+    calls = []
+
+    def full_disk(*args, **kwargs):
+        calls.append(args)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(log.writer, "add_scalar", full_disk)
+    row = {"step": 1, "train_acc": 0.5, "train_loss": 1.0, "val_acc": None, "test_acc": 0.5}
+    log.point(row, {"test": 1.0}, 1e-3)
+    log.point(row, {"test": 1.0}, 1e-3)  # no second try, no second warning
+    log.soft_targets(torch.eye(3), 1)
+    log.close()
+    err = capsys.readouterr().err
+    assert len(calls) == 1 and log.failed and err.count("warning: TensorBoard log") == 1
+    assert "No space left on device" in err and "the run goes on" in err

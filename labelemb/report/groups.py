@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import VARIANT_DEFAULTS
+from ..config import VARIANT_KEYS, Config
 from ..errors import UserError
 from .embeddings import _norm_name, heatmap_classes, load_soft_targets
 from .paper import METRIC_WORDS, PAPER
@@ -71,8 +71,8 @@ def config_notes(by_mode: dict[str, list[Run]]) -> list[str]:
             if len(values) > 1:
                 notes.append(f"runs differ in config {k!r}: {', '.join(values)}")
     for mode, runs in by_mode.items():
-        for k, default in VARIANT_DEFAULTS.items():
-            values = sorted({json.dumps(r.config.get(k, default)) for r in runs})
+        for k in VARIANT_KEYS:  # a record written before a setting existed: what the older code ran with
+            values = sorted({json.dumps(Config.saved_setting(r.config, k)) for r in runs})
             if len(values) > 1:
                 notes.append(f"{mode} runs differ in config {k!r}: {', '.join(values)}")
     return notes

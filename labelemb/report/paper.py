@@ -17,4 +17,3 @@ METRIC_WORDS = {
 # The CIFAR-100 labels of the paper's heatmap, in its order.
 PAPER_HEATMAP_CLASSES = ("baby", "bottle", "apple", "boy", "bowl", "orange", "girl", "can", "sweet_pepper",
                          "man", "cup", "pear", "woman", "plate", "mushroom")
-MAX_HEATMAP_CLASSES = 20
