@@ -112,3 +112,30 @@ def test_data_pointing_at_a_file(tmp_path, capsys):
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
     assert f"--data {f} is a file, not a folder" in r.stderr and "download" not in r.stderr
     assert f.read_bytes() == b"x" and not (tmp_path / "r").exists()
+
+
+def test_numpy_scalars_and_the_ls_default():
+    import numpy as np
+
+    assert LabelEmbLoss(tau=np.float32(2.0)).tau == 2.0  # numbers.Real, as before the shared checks
+    assert RECIPES["mlp"].config(epochs=np.int64(3)).epochs == 3
+    assert RECIPES["mlp"].config(mode="ls").smoothing == 0.1  # the same as a CLI run records
+    assert RECIPES["mlp"].config(mode="ls", smoothing=0.2).smoothing == 0.2
+
+
+def test_torchrun_is_recognised_only_when_it_launched_the_process(monkeypatch):
+    from labelemb.distributed import from_env
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    assert not from_env().active
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # as some cluster wrappers export for a plain process
+    assert not from_env().active
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # torchrun, one process
+    assert from_env().active and from_env().world == 1
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    d = from_env()
+    assert d.active and (d.rank, d.world, d.main) == (1, 2, False)
