@@ -19,6 +19,7 @@ import torch
 
 from .dataset import CIFAR_MEAN, CIFAR_STD, Dataset
 from .errors import DataError, DatasetMissing
+from .fingerprints import data_source, file_key, sha256
 from .imagefolder import load_imagefolder
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -36,10 +37,19 @@ _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned bytes, 1-d labels / 3-d 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Read an IDX file of unsigned bytes (gzipped if the name ends in .gz), fully validated."""
+    return parse_idx(read_raw(path), path, ndim)
+
+
+def read_raw(path: Path) -> bytes:
+    """A file's bytes, uncompressed if its name ends in .gz."""
     try:
-        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        return gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"cannot read {path}: {e}; delete it and download the dataset again") from None
+
+
+def parse_idx(raw: bytes, path: Path, ndim: int) -> np.ndarray:
+    """The array in ``raw``, the bytes of the IDX file ``path`` (named in errors)."""
     expected = _IDX_MAGIC[ndim]
     if len(raw) < 4 + 4 * ndim:
         raise DataError(f"{path} is truncated ({len(raw)} bytes, shorter than an IDX header); "
@@ -88,7 +98,11 @@ def load_mnist(root: str | os.PathLike, name: str = "mnist", val_size: int = 500
     if d is None:
         raise DatasetMissing(f"{name} not found in {root} (looked for the four IDX files there and in "
                              f"{root / _TORCHVISION[name] / 'raw'}); pass --data FOLDER holding them")
-    arrays = {k: read_idx(_idx_path(d, base), ndim) for k, (base, ndim) in _IDX_FILES.items()}
+    arrays, digests = {}, {}
+    for k, (base, ndim) in _IDX_FILES.items():
+        path = _idx_path(d, base)
+        raw = read_raw(path)
+        arrays[k], digests[file_key(path.name)] = parse_idx(raw, path, ndim), sha256(raw)
     for split in ("train", "test"):
         nx, ny = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
         if nx != ny:
@@ -106,7 +120,9 @@ def load_mnist(root: str | os.PathLike, name: str = "mnist", val_size: int = 500
     return Dataset(name, list(classes), train_x=x[val_size:], train_y=y[val_size:],
                    val_x=x[:val_size] if val_size else None, val_y=y[:val_size] if val_size else None,
                    test_x=torch.from_numpy(arrays["test_x"].copy()).unsqueeze(1),
-                   test_y=torch.from_numpy(arrays["test_y"].astype(np.int64)))
+                   test_y=torch.from_numpy(arrays["test_y"].astype(np.int64)),
+                   source=data_source(d, digests))
+
 
 
 # ---------------------------------------------------------------------------------- CIFAR
@@ -126,20 +142,23 @@ def _find_cifar_dir(root: Path, name: str) -> Path | None:
     return None
 
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path, digests: dict[str, str]) -> dict:
+    """The dict pickled in ``path``; its sha256 goes into ``digests``."""
     try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+        raw = path.read_bytes()
+        obj = pickle.loads(raw, encoding="bytes")
     except Exception as e:  # truncated or not a pickle at all: any unpickling error
         raise DataError(f"cannot read {path} as a CIFAR python batch ({type(e).__name__}: {e}); "
                         "delete it and download the dataset again") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a CIFAR python batch (holds a {type(obj).__name__}, expected a dict)")
+    digests[path.name] = sha256(raw)
     return obj
 
 
-def _cifar_batch(path: Path, label_key: bytes, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    obj = _unpickle(path)
+def _cifar_batch(path: Path, label_key: bytes, n_classes: int,
+                 digests: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    obj = _unpickle(path, digests)
     missing = [k.decode() for k in (b"data", label_key) if k not in obj]
     if missing:
         raise DataError(f"{path} lacks the key(s) {', '.join(missing)} of a CIFAR batch "
@@ -163,10 +182,11 @@ def load_cifar(root: str | os.PathLike, name: str = "cifar10", download: bool = 
     if d is None:
         raise DatasetMissing(f"{name} not found in {root} (looked for {', '.join(spec['train'] + spec['test'])} "
                              f"there and in {root / spec['folder']}); pass --data FOLDER holding them")
-    parts = {s: [_cifar_batch(d / f, spec["labels"], spec["n"]) for f in spec[s]] for s in ("train", "test")}
+    digests = {}
+    parts = {s: [_cifar_batch(d / f, spec["labels"], spec["n"], digests) for f in spec[s]] for s in ("train", "test")}
     meta = d / spec["meta"]
     if meta.is_file():
-        names = _unpickle(meta).get(spec["names"])
+        names = _unpickle(meta, digests).get(spec["names"])
         if names is None or len(names) != spec["n"]:
             raise DataError(f"{meta}: expected {spec['n']} class names under key {spec['names'].decode()}")
         classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
@@ -177,7 +197,8 @@ def load_cifar(root: str | os.PathLike, name: str = "cifar10", download: bool = 
         return torch.from_numpy(np.concatenate([p[i] for p in parts[s]]))
 
     return Dataset(name, classes, train_x=cat("train", 0), train_y=cat("train", 1),
-                   test_x=cat("test", 0), test_y=cat("test", 1), mean=CIFAR_MEAN, std=CIFAR_STD, augment=True)
+                   test_x=cat("test", 0), test_y=cat("test", 1), mean=CIFAR_MEAN, std=CIFAR_STD, augment=True,
+                   source=data_source(d, digests))
 
 
 # ---------------------------------------------------------------------------------- common

@@ -30,6 +30,8 @@ class Dataset:
     std: tuple[float, ...] | None = None
     augment: bool = False  # pad-4 random crop + horizontal flip on training batches
     channels_last: bool = False  # hand batches to the model in channels-last memory format (--channels-last)
+    # which files these are: {"folder": ..., "sha256": {file: hex}} (labelemb.fingerprints); None if not read from files
+    source: dict | None = None
     _padded: torch.Tensor | None = field(default=None, repr=False)
     _mean_std: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 

@@ -24,6 +24,7 @@ import torch
 
 from .dataset import CIFAR_MEAN, CIFAR_STD, Dataset
 from .errors import DataError
+from .fingerprints import data_source, sha256
 
 SIZE = 32  # the CIFAR recipes' image size
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -169,5 +170,8 @@ def load_imagefolder(root: str | os.PathLike, resize: bool = False) -> Dataset:
         for s in SPLITS:
             c[f"{s}_x"], c[f"{s}_y"] = _decode_split(files[s], resize)
         _write_cache(root, cache, c)
+    # the decoded images and labels themselves (the cache key reads only names, sizes and times)
+    digests = {f"{s}_{part}": sha256(c[f"{s}_{part}"].numpy().tobytes()) for s in SPLITS for part in ("x", "y")}
     return Dataset("imagefolder", list(classes), train_x=c["train_x"], train_y=c["train_y"],
-                   test_x=c["test_x"], test_y=c["test_y"], mean=CIFAR_MEAN, std=CIFAR_STD, augment=True)
+                   test_x=c["test_x"], test_y=c["test_y"], mean=CIFAR_MEAN, std=CIFAR_STD, augment=True,
+                   source=data_source(root, digests, cache_key=key))

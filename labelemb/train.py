@@ -389,15 +389,18 @@ def end_epoch(parts: Parts, state: RunState, files: RunFiles, snapshot: bool, di
     state.epoch, state.step, state.perm = state.epoch + 1, 0, None
 
 
-def save_checkpoint(parts: Parts, cfg: Config, state: RunState, meter: Meter, files: RunFiles, dist: Dist) -> None:
-    """Everything :func:`build` and :func:`run` need to continue exactly here; every rank takes
-    part (the sums are over ranks), the main one writes."""
+def save_checkpoint(parts: Parts, cfg: Config, data: Dataset, state: RunState, meter: Meter, files: RunFiles,
+                    dist: Dist) -> None:
+    """Everything :func:`build` and :func:`run` need to continue exactly here, and which data it was
+    trained on (a resume must read the same); every rank takes part (the sums are over ranks), the
+    main one writes."""
     extra = {"acc": meter.total(dist).cpu()}
     if isinstance(parts.criterion, StatefulLoss):  # ols: S and the epoch's sums (over all ranks)
         extra["criterion"] = {k: v.cpu() for k, v in parts.criterion.checkpoint_state(dist).items()}
     if dist.main:
         files.save_checkpoint({
-            "format": CKPT_FORMAT, "config": cfg.to_dict(), "model": parts.model.state_dict(),
+            "format": CKPT_FORMAT, "config": cfg.to_dict(), "data": data.source, "classes": data.classes,
+            "model": parts.model.state_dict(),
             "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
             "rng": rng_states(parts.gens), **extra, **vars(state)})
 
@@ -408,7 +411,7 @@ def new_record(cfg: Config, data: Dataset, device: torch.device, files: RunFiles
     record = {"format": RECORD_FORMAT, "status": "running", "task": cfg.task, "arch": cfg.arch,
               "dataset": cfg.dataset, "mode": cfg.mode, "num": cfg.num, "seed": cfg.seed, "dry_run": cfg.dry_run,
               "config": cfg.to_dict(), "env": {**environment(device), "precision": precision(device, cfg.amp)},
-              "classes": data.classes,
+              "data": data.source, "classes": data.classes,
               "steps_per_epoch": steps_per_epoch, "curve": [], "epoch_seconds": [],
               "embedding_file": files.emb.name if snapshot else None}
     if cfg.mode == "emb" and not snapshot:
@@ -472,10 +475,10 @@ def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resum
                 show_progress(bar, row, cfg, state.step == sched.steps, dist)
             if state.step == sched.steps:
                 end_epoch(parts, state, files, snapshot, dist, tb, (state.epoch + 1) * sched.steps)
-                save_checkpoint(parts, cfg, state, meter, files, dist)
+                save_checkpoint(parts, cfg, data, state, meter, files, dist)
                 stopping = state.epoch < cfg.epochs and stop_agreed(stop, dist, 0, at_pause=True)
             elif stopping:
-                save_checkpoint(parts, cfg, state, meter, files, dist)
+                save_checkpoint(parts, cfg, data, state, meter, files, dist)
             if stopping:
                 write_record(record, state, "interrupted", cfg, files, dist)
                 raise Interrupted(stop.requested)
