@@ -30,6 +30,9 @@ KNOWN = {
     },
 }
 
+# The known files that a record's dataset name promises.
+EXPECTED = {"mnist": "MNIST (the official files)", "fashion-mnist": "Fashion-MNIST (the official files)"}
+
 
 def sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
 from labelemb import report as rp
+from labelemb.fingerprints import KNOWN
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = [str(i) for i in range(10)]
@@ -412,3 +414,103 @@ def test_lowest_test_error_column_only_where_the_final_error_is_reported(tmp_pat
     assert "selected on the test set" not in mlp_part.split("## Figures")[0]
     rows = {r["task"]: r for r in csv.DictReader((folder / "report.csv").open())}
     assert float(rows["cnn"]["best_test_error_mean"]) == pytest.approx(7.2) and rows["mlp"]["best_test_error_mean"] == ""
+
+
+# ----------------------------------------------------------------------------- against the paper
+def _welch_interval_by_hand(m1, s1, n1, m2, s2, n2):
+    v1, v2 = s1 ** 2 / n1, s2 ** 2 / n2
+    df = (v1 + v2) ** 2 / (v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1))
+    se = math.sqrt(v1 + v2)
+    d = m1 - m2
+    half = student_t.ppf(0.975, df) * se
+    return d, (d - half, d + half), 2 * student_t.sf(abs(d / se), df), v1 + v2, df
+
+
+def test_against_the_paper_rows_by_hand(tmp_path: Path):
+    folder = cnn_folder(tmp_path / "r")  # cnn/mnist: baseline runs 0-3, emb runs 0-2
+    (rep,) = rp.make_report([folder])
+    g = rep.groups[0]
+    rows = {r["row"]: r for r in csv.DictReader((folder / "against_paper.csv").open())}
+    assert list(rows) == ["baseline", "emb", "reduction"]
+    for mode, errs, (pm, ps) in (("baseline", BASE_ERR, (0.85, 0.11)), ("emb", EMB_ERR, (0.55, 0.03))):
+        d, ci, p, _, _ = _welch_interval_by_hand(statistics.mean(errs), statistics.stdev(errs), len(errs), pm, ps, 20)
+        r = rows[mode]
+        assert float(r["diff_ours_minus_paper"]) == pytest.approx(d)
+        assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx(ci)
+        assert float(r["p_welch"]) == pytest.approx(p, rel=1e-9)
+        assert (int(r["ours_runs"]), int(r["paper_runs"])) == (len(errs), 20)
+    # the reduction: paired over runs 0-2 against the paper's 0.85 - 0.55 from its two summaries
+    d = np.array(EMB_ERR) - np.array(BASE_ERR[:3])
+    red, vo, dfo = -d.mean(), d.var(ddof=1) / 3, 2
+    _, paper_ci, _, vp, dfp = _welch_interval_by_hand(0.85, 0.11, 20, 0.55, 0.03, 20)
+    df = (vo + vp) ** 2 / (vo ** 2 / dfo + vp ** 2 / dfp)
+    diff, half = red - 0.30, student_t.ppf(0.975, df) * math.sqrt(vo + vp)
+    r = rows["reduction"]
+    assert float(r["ours_mean"]) == pytest.approx(red) and float(r["paper_mean"]) == pytest.approx(0.30)
+    half_o = student_t.ppf(0.975, dfo) * math.sqrt(vo)
+    assert (float(r["ours_ci_low"]), float(r["ours_ci_high"])) == pytest.approx((red - half_o, red + half_o))
+    assert (float(r["paper_ci_low"]), float(r["paper_ci_high"])) == pytest.approx(paper_ci)
+    assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx((diff - half, diff + half))
+    assert float(r["p_welch"]) == pytest.approx(2 * student_t.sf(abs(diff) / math.sqrt(vo + vp), df))
+    # the sentences follow the intervals
+    for a in g.against_paper:
+        covers = a.ci[0] <= 0 <= a.ci[1]
+        assert rows[a.what]["verdict"].startswith("Reproduced" if covers else "Not reproduced")
+    assert rows["baseline"]["verdict"] == "Not reproduced: our baseline error is higher than the paper's."
+    md = (folder / "report.md").read_text()
+    assert "### Against the paper: cnn on mnist (cnn), MNIST, CNN" in md
+    assert "These runs did not read MNIST (the official files)" in md  # synthetic records carry no fingerprint
+
+
+def test_verdict_wording():
+    from labelemb.report.stats import AgainstPaper, Summary
+    from labelemb.report.text import verdict
+
+    s = Summary(1.0, 0.1, 20)
+    assert verdict(AgainstPaper("emb", s, s, 0.1, (-0.1, 0.3), 0.5)) == \
+        "Reproduced: our LabelEmb error agrees with the paper's."
+    assert verdict(AgainstPaper("emb", s, s, -0.2, (-0.3, -0.1), 0.01)) == \
+        "Not reproduced: our LabelEmb error is lower than the paper's."
+    assert verdict(AgainstPaper("reduction", s, s, -0.2, (-0.3, -0.1), 0.01)) == \
+        "Not reproduced: our reduction is smaller than the paper's."
+    assert verdict(AgainstPaper("baseline", s, s, 0.0, None, None)).startswith("Not decided")
+
+
+def test_no_paper_section_without_a_paper_number(tmp_path: Path):
+    folder = tmp_path / "r"
+    write_run(folder, record("mlp", "mnist", "baseline", 0, 1.5, metric="best_val"))
+    write_run(folder, record("mlp", "mnist", "baseline", 1, 1.6, metric="best_val"))
+    (rep,) = rp.make_report([folder])
+    assert rep.groups[0].against_paper == [] and not (folder / "against_paper.csv").exists()
+    assert "Against the paper" not in (folder / "report.md").read_text()
+
+
+OFFICIAL_MNIST = {"folder": "/x", "sha256": dict(KNOWN["MNIST (the official files)"])}
+
+
+def test_data_is_named_and_mixing_is_warned(tmp_path: Path):
+    folder = tmp_path / "r"
+    other = {"folder": "/y", "sha256": {k: "0" * 64 for k in OFFICIAL_MNIST["sha256"]}}
+    for num, data in enumerate([OFFICIAL_MNIST, OFFICIAL_MNIST, other]):
+        write_run(folder, {**record("cnn", "mnist", "baseline", num, 1.0 + num / 10), "data": data})
+    (rep,) = rp.make_report([folder])
+    g = rep.groups[0]
+    assert g.data == "MIXED"
+    assert any(n.startswith("runs saw different data: MNIST (the official files): 2 run(s) (baseline); "
+                            "not a dataset this suite knows") for n in g.notes)
+    md = (folder / "report.md").read_text()
+    assert "Data: MIXED." in md and "- note: runs saw different data" in md
+
+
+def test_official_data_named_and_a_mislabelled_dataset_warned(tmp_path: Path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for num in range(2):
+        write_run(good, {**record("cnn", "mnist", "baseline", num, 1.0 + num / 10), "data": OFFICIAL_MNIST})
+        write_run(bad, {**record("cnn", "mnist", "baseline", num, 1.0 + num / 10),
+                        "data": {"folder": "/f", "sha256": {"train-images-idx3-ubyte": "ab" * 32}}})
+    g_good, g_bad = (rp.make_report([f])[0].groups[0] for f in (good, bad))
+    assert g_good.data == "MNIST (the official files)" and g_good.notes == []
+    assert "Data: MNIST (the official files)." in (good / "report.md").read_text()
+    assert "did not read" not in (good / "report.md").read_text()
+    assert any("the records name the dataset 'mnist' but the files are not MNIST (the official files)" in n
+               for n in g_bad.notes)

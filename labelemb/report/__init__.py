@@ -20,6 +20,12 @@ it happened, labelled as selected on the test set. Then every mode against every
 of every mode shares its seed (initial weights, batches), so the pair is compared run by run over
 the indices both have: the mean paired difference with its 95% confidence interval and the
 paired t-test (scipy.stats), beside Welch's unpaired test; unpaired runs are left out and counted.
+Where the paper has the task (SPEC §3), ours against the paper's: each mode's mean − the paper's
+with the Welch interval and test from the summary statistics, and our paired reduction
+(baseline − emb) beside the paper's, with a plain sentence per row: reproduced (the interval of
+the difference covers 0) or not, and in which direction. Each group says which data its runs
+read (the records' sha256 fingerprints, :mod:`labelemb.fingerprints`) and warns when the runs it
+pools saw different data, or when a record's dataset name is not matched by its files.
 
 Written into each folder (atomically), describing only that folder's records:
 
@@ -27,6 +33,8 @@ Written into each folder (atomically), describing only that folder's records:
                  learned embedding, and the skipped files;
 - ``report.csv`` one row per task/dataset/mode with the numbers (full precision);
 - ``comparisons.csv`` one row per task/dataset and pair of modes (paired difference, interval, p-values);
+- ``against_paper.csv`` where SPEC §3 has the task: ours against the paper's baseline, LabelEmb and
+                 reduction (difference, 95% interval, Welch's test from the summaries, a verdict);
 - ``curves.png`` test error vs epoch, one panel (600 x 400 px) per task/dataset group, up to three
                  panels per row: every run a light thin curve, the mean a thick one (baseline
                  blue, LabelEmb red, other modes other colours);

@@ -9,7 +9,7 @@ from ..results import RECORD_FORMAT, atomic_write
 from .figures import plot_curves, plot_heatmap, _safe
 from .groups import Group, build_group, check_class_names
 from .records import Run, load_folder
-from .text import comparison_table, comparisons_csv, csv_text, folder_markdown, group_table
+from .text import comparison_table, comparisons_csv, csv_text, folder_markdown, group_table, paper_csv, paper_section
 
 
 @dataclass
@@ -53,9 +53,12 @@ def write_folder(rep: FolderReport) -> None:
         plot_heatmap(g, folder / g.heatmap_file)
         rep.written.append(folder / g.heatmap_file)
     rep.markdown = folder_markdown(folder, groups, rep.skipped, curves)
-    rep.tables = "\n".join(group_table(g) + "\n" + comparison_table(g) for g in groups) or "No complete runs yet.\n"
-    for name, text in (("report.md", rep.markdown), ("report.csv", csv_text(groups)),
-                       ("comparisons.csv", comparisons_csv(groups))):
+    rep.tables = "\n".join("\n".join(filter(None, (group_table(g), comparison_table(g), paper_section(g))))
+                            for g in groups) or "No complete runs yet.\n"
+    texts = [("report.md", rep.markdown), ("report.csv", csv_text(groups)), ("comparisons.csv", comparisons_csv(groups))]
+    if any(g.against_paper for g in groups):
+        texts.append(("against_paper.csv", paper_csv(groups)))
+    for name, text in texts:
         atomic_write(folder / name, text.encode())
         rep.written.append(folder / name)
 

@@ -9,9 +9,11 @@ import numpy as np
 from ..config import VARIANT_KEYS, Config
 from ..errors import UserError
 from .embeddings import _norm_name, heatmap_classes, load_soft_targets
-from .paper import METRIC_WORDS, PAPER
+from ..fingerprints import EXPECTED, describe, identify
+from .paper import METRIC_WORDS, PAPER, PAPER_RUNS
 from .records import BASE_MODE, EMB_MODE, Run
-from .stats import ModeStats, Paired, compare_modes, summarise
+from .stats import (AgainstPaper, ModeStats, Paired, Summary, compare_modes, mode_against_paper,
+                    reduction_against_paper, summarise)
 
 # Config keys that should agree between runs of one group (tau/alpha/beta: between non-baseline runs).
 SHARED_KEYS = ("arch", "lr", "lr_decay_every", "lr_decay", "epochs", "batch_size", "evals_per_epoch",
@@ -28,6 +30,8 @@ class Group:
     by_mode: dict[str, list[Run]]
     stats: list[ModeStats] = field(default_factory=list)
     pairs: list[Paired] = field(default_factory=list)  # every mode against every other
+    against_paper: list[AgainstPaper] = field(default_factory=list)  # where SPEC §3 has the task
+    data: str = ""  # which data the runs saw (labelemb.fingerprints.describe), or that they differ
     notes: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     mean_soft: np.ndarray | None = None  # mean softmax(E) over the emb runs with a usable embedding
@@ -78,12 +82,55 @@ def config_notes(by_mode: dict[str, list[Run]]) -> list[str]:
     return notes
 
 
+def data_notes(dataset: str, by_mode: dict[str, list[Run]]) -> tuple[str, list[str]]:
+    """Which data the group's runs saw (one phrase), and warnings where they differ or where it is
+    not the official dataset their records name."""
+    runs = [r for rs in by_mode.values() for r in rs]
+    seen: dict[str, list[Run]] = {}
+    for r in runs:
+        fp = r.data.get("sha256") if isinstance(r.data, dict) else None
+        seen.setdefault(json.dumps(fp, sort_keys=True) if isinstance(fp, dict) else "", []).append(r)
+    if len(seen) > 1:
+        parts = [f"{describe(rs[0].data)}: {len(rs)} run(s) ({', '.join(sorted({r.mode for r in rs}))})"
+                 for rs in sorted(seen.values(), key=lambda rs: (-len(rs), describe(rs[0].data)))]
+        return "MIXED", ["runs saw different data: " + "; ".join(parts)]
+    first = runs[0].data if runs else None
+    notes = []
+    expected = EXPECTED.get(dataset)
+    recorded = isinstance(first, dict) and isinstance(first.get("sha256"), dict)
+    if expected and recorded and identify(first["sha256"]) != expected:
+        notes.append(f"the records name the dataset {dataset!r} but the files are not {expected}: "
+                     f"{describe(first)}")
+    return describe(first), notes
+
+
+def paper_rows(g: "Group", paper: dict) -> list[AgainstPaper]:
+    """Our baseline and emb against the paper's, and our reduction against the paper's."""
+    mine = {s.mode: s for s in g.stats}
+    out = []
+    for mode in (BASE_MODE, EMB_MODE):
+        if mode in mine and mode in paper:
+            s = mine[mode]
+            out.append(mode_against_paper(mode, Summary(s.mean, s.std, len(s.errors)),
+                                          Summary(paper[mode][0], paper[mode][1], PAPER_RUNS)))
+    pair = next((c for c in g.pairs if (c.a, c.b) == (BASE_MODE, EMB_MODE)), None)
+    if pair is not None and BASE_MODE in paper and EMB_MODE in paper:
+        out.append(reduction_against_paper(
+            mine[BASE_MODE].errors, mine[EMB_MODE].errors, pair,
+            *(Summary(paper[m][0], paper[m][1], PAPER_RUNS) for m in (BASE_MODE, EMB_MODE))))
+    return out
+
+
 def build_group(task: str, dataset: str, by_mode: dict[str, list[Run]], run_num: int | None,
                 wanted: list[str] | None, warn: list[tuple[str, str]]) -> Group:
     """Statistics, notes and embedding matrices of one group; embedding problems go into ``warn``."""
     paper = PAPER.get((task, dataset), (None, None))[1]
     g = Group(task, dataset, by_mode, stats=summarise(by_mode, paper), pairs=compare_modes(by_mode),
               notes=config_notes(by_mode))
+    g.data, notes = data_notes(dataset, by_mode)
+    g.notes += notes
+    if paper:
+        g.against_paper = paper_rows(g, paper)
     if len({r.metric for runs in by_mode.values() for r in runs}) > 1:
         g.notes.append("runs report different metrics; their errors are not comparable")
     emb_runs = sorted(by_mode.get(EMB_MODE, []), key=lambda r: r.num)

@@ -36,6 +36,7 @@ class Run:
     classes: list[str]
     config: dict
     device: str = "unrecorded device"  # where it was timed
+    data: dict | None = None  # the record's data: folder and sha256 of its files (None in older records)
 
     @property
     def emb_path(self) -> Path:
@@ -68,7 +69,7 @@ def parse_run(path: Path, rec: dict) -> Run:
     return Run(path=path, task=rec["task"], dataset=rec["dataset"], arch=str(rec.get("arch", "?")),
                mode=rec["mode"], num=num, error=float(rep["test_error_pct"]), metric=str(rep.get("metric", "?")),
                time_per_epoch=float(tpe) if _number(tpe) else None, curve=curve, classes=classes, config=config,
-               device=device)
+               device=device, data=rec.get("data") if isinstance(rec.get("data"), dict) else None)
 
 
 def load_folder(folder: Path, include_dry_run: bool) -> tuple[list[Run], list[tuple[str, str]], int]:

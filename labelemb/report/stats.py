@@ -7,6 +7,7 @@ Welch's unpaired test (what the paper's readers expect) uses every run of both m
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, replace
 
@@ -131,3 +132,90 @@ def summarise(by_mode: dict[str, list[Run]], paper: dict | None) -> list[ModeSta
             r.reduction_rel_pct = 100.0 * r.reduction_pp / base.mean if base.mean else None
             r.welch = welch_ttest(base.errors, r.errors)
     return rows
+
+
+# ----------------------------------------------------------------------------- against the paper
+@dataclass
+class Summary:
+    """Mean, sample std and size of a set of runs (the paper gives only these)."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+@dataclass
+class AgainstPaper:
+    """One row of "against the paper": ours − the paper's, its interval and Welch's test.
+
+    ``what`` is a mode, or ``"reduction"``: baseline − emb (positive: LabelEmb lower), whose
+    ``ours_ci`` is the paired interval (run i of both modes shares its seed) and whose ``paper_ci``
+    comes from the paper's two unpaired summaries; there ``std`` is None (a difference of means).
+    """
+
+    what: str
+    ours: Summary
+    paper: Summary
+    diff: float  # ours.mean − paper.mean
+    ci: tuple[float, float] | None  # of diff
+    p: float | None  # two-sided
+    t: float | None = None
+    df: float | None = None
+    ours_ci: tuple[float, float] | None = None  # reduction rows: the interval of our reduction
+    paper_ci: tuple[float, float] | None = None  # ... and of the paper's
+    level: float = 0.95
+
+    @property
+    def covers_zero(self) -> bool | None:
+        return None if self.ci is None else self.ci[0] <= 0.0 <= self.ci[1]
+
+
+def _interval(centre: float, var: float, df: float, level: float) -> tuple[float, float]:
+    half = float(stats.t.ppf((1 + level) / 2, df)) * math.sqrt(var)
+    return centre - half, centre + half
+
+
+def _welch_df(parts: list[tuple[float, float]]) -> float:
+    """Welch–Satterthwaite degrees of freedom of a sum of variances, each (variance, its df)."""
+    return sum(v for v, _ in parts) ** 2 / sum(v * v / d for v, d in parts)
+
+
+def mode_against_paper(mode: str, ours: Summary, paper: Summary, level: float = 0.95) -> AgainstPaper:
+    """Our runs of ``mode`` against the paper's summary: Welch's test from the summary statistics
+    (scipy.stats.ttest_ind_from_stats) and the Welch interval of the difference."""
+    diff = ours.mean - paper.mean
+    if ours.std is None or ours.n < 2 or ours.std + paper.std <= 0.0:
+        return AgainstPaper(mode, ours, paper, diff, None, None, level=level)
+    res = stats.ttest_ind_from_stats(ours.mean, ours.std, ours.n, paper.mean, paper.std, paper.n, equal_var=False)
+    parts = [(ours.std ** 2 / ours.n, ours.n - 1), (paper.std ** 2 / paper.n, paper.n - 1)]
+    df = _welch_df(parts)
+    return AgainstPaper(mode, ours, paper, diff, _interval(diff, sum(v for v, _ in parts), df, level),
+                        float(res.pvalue), t=float(res.statistic), df=df, level=level)
+
+
+def reduction_against_paper(base: list[float], emb: list[float], pair: Paired, paper_base: Summary,
+                            paper_emb: Summary, level: float = 0.95) -> AgainstPaper:
+    """Our reduction baseline − emb against the paper's. Ours is paired over the shared run indices
+    (``pair``: emb against baseline), the paper's from its two unpaired summaries; the difference's
+    interval adds the two variances, with Welch–Satterthwaite degrees of freedom."""
+    p_var = paper_base.std ** 2 / paper_base.n + paper_emb.std ** 2 / paper_emb.n
+    p_df = _welch_df([(paper_base.std ** 2 / paper_base.n, paper_base.n - 1),
+                      (paper_emb.std ** 2 / paper_emb.n, paper_emb.n - 1)])
+    paper = Summary(paper_base.mean - paper_emb.mean, None, paper_base.n)
+    paper_ci = _interval(paper.mean, p_var, p_df, level)
+    ours_mean = float(np.mean(base) - np.mean(emb))
+    if pair.mean_diff is None or pair.ci is None:
+        return AgainstPaper("reduction", Summary(ours_mean, None, pair.pairs), paper, ours_mean - paper.mean, None,
+                            None, paper_ci=paper_ci, level=level)
+    # the paired estimate of our reduction: minus emb − baseline over the pairs
+    red = -pair.mean_diff
+    half = (pair.ci[1] - pair.ci[0]) / 2
+    o_df = pair.pairs - 1
+    o_var = (half / float(stats.t.ppf((1 + level) / 2, o_df))) ** 2
+    ours = Summary(red, None, pair.pairs)
+    diff = red - paper.mean
+    df = _welch_df([(o_var, o_df), (p_var, p_df)])
+    t = diff / math.sqrt(o_var + p_var)
+    return AgainstPaper("reduction", ours, paper, diff, _interval(diff, o_var + p_var, df, level),
+                        float(2 * stats.t.sf(abs(t), df)), t=t, df=df, ours_ci=(-pair.ci[1], -pair.ci[0]),
+                        paper_ci=paper_ci, level=level)

@@ -5,11 +5,12 @@ import csv
 import io
 from pathlib import Path
 
+from ..fingerprints import EXPECTED
 from .embeddings import NEAREST_K, nearest_classes
 from .groups import Group, _nums
 from .paper import PAPER, PAPER_RUNS
 from .records import BASE_MODE, MODE_NAMES
-from .stats import BestTest
+from .stats import AgainstPaper, BestTest
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -63,7 +64,8 @@ def group_table(g: Group) -> str:
                 row += [f"{s.paper[0]:.2f} ± {s.paper[1]:.2f}", "–" if red is None else f"{red:+.2f}{rel}",
                         f"{s.paper[2]:.2f}"]
         rows.append(row)
-    parts = [f"## {g.title}", "", f"Reported metric: **{g.metric}**, in %.", "", _md_table(header, rows), "",
+    parts = [f"## {g.title}", "", f"Reported metric: **{g.metric}**, in %.", "", f"Data: {g.data}.", "",
+             _md_table(header, rows), "",
              "Reduction = baseline mean − this mode's mean (positive: lower error than baseline), in "
              "percentage points; relative = as % of the baseline mean. std is the sample std (n − 1); "
              "p is the two-sided Welch t-test of this mode's errors against baseline's. "
@@ -103,6 +105,63 @@ def comparison_table(g: Group) -> str:
             "and counted; Welch's unpaired test uses every run of both.\n")
 
 
+def _ci(ci: tuple[float, float] | None) -> str:
+    return "–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def _side(a: AgainstPaper) -> str:
+    """Where the interval of ours − paper lies, in words."""
+    if a.ci is None:
+        return "too few runs for an interval"
+    if a.covers_zero:
+        return "covers 0"
+    return "lies above 0" if a.ci[0] > 0 else "lies below 0"
+
+
+def verdict(a: AgainstPaper) -> str:
+    """One plain sentence: do we reproduce this row of the paper?"""
+    if a.ci is None:
+        return "Not decided: too few runs for an interval."
+    if a.what == "reduction":
+        if a.covers_zero:
+            return "Reproduced: our reduction agrees with the paper's."
+        return ("Not reproduced: our reduction is " + ("larger" if a.diff > 0 else "smaller") + " than the paper's.")
+    name = MODE_NAMES.get(a.what, a.what)
+    if a.covers_zero:
+        return f"Reproduced: our {name} error agrees with the paper's."
+    return f"Not reproduced: our {name} error is " + ("higher" if a.diff > 0 else "lower") + " than the paper's."
+
+
+def _paper_cells(a: AgainstPaper) -> list[str]:
+    if a.what == "reduction":
+        return ["reduction: baseline − LabelEmb", f"{a.paper.mean:+.2f} {_ci(a.paper_ci)}",
+                f"{a.ours.mean:+.2f} {_ci(a.ours_ci)} ({a.ours.n} pairs)"]
+    return [MODE_NAMES.get(a.what, a.what), f"{a.paper.mean:.2f} ± {a.paper.std:.2f}",
+            f"{a.ours.mean:.2f} ± {_fmt(a.ours.std)} ({a.ours.n} runs)"]
+
+
+def paper_section(g: Group) -> str:
+    """Ours beside the paper's numbers (SPEC §3): difference, interval, Welch's test, a sentence each."""
+    if not g.against_paper:
+        return ""
+    rows = [_paper_cells(a) + [f"{a.diff:+.3f}", _ci(a.ci), _side(a), _fmt_p(a.p), verdict(a)]
+            for a in g.against_paper]
+    header = ["", f"paper ({PAPER_RUNS} runs)", "ours", "ours − paper (pp)", "95% CI", "the interval", "p (Welch)",
+              "verdict"]
+    warn = ""
+    if g.data != EXPECTED.get(g.dataset, g.data):
+        warn = (f"\n**These runs did not read {EXPECTED[g.dataset]}** ({g.data}): the comparison below is not "
+                "a reproduction of the paper's row.\n")
+    return (f"### Against the paper: {g.title}, {PAPER[g.key][0]}\n{warn}\n" + _md_table(header, rows) + "\n\n"
+            "Paper: SPEC §3, mean ± std over its 20 runs per mode. Each mode's row: our mean − the paper's, with "
+            "the Welch interval and Welch's two-sided test computed from the two summaries "
+            "(scipy.stats.ttest_ind_from_stats). The reduction row: our paired estimate of baseline − LabelEmb "
+            "over the run indices both modes have, with its 95% interval, beside the paper's (from its two "
+            "summaries; the paper's runs cannot be paired); their difference's interval adds both variances "
+            "(Welch–Satterthwaite degrees of freedom). \"Reproduced\" means the 95% interval of the difference "
+            "covers 0: our numbers are consistent with the paper's, not proven equal.\n")
+
+
 def nearest_section(g: Group) -> str:
     """Markdown listing of each class's nearest classes under the mean learned soft targets."""
     if g.mean_soft is None:
@@ -126,6 +185,8 @@ def folder_markdown(folder: Path, groups: list[Group], skipped: list[tuple[str, 
         parts.append(group_table(g))
         if g.pairs:
             parts.append(comparison_table(g))
+        if g.against_paper:
+            parts.append(paper_section(g))
     if curves:
         parts += ["## Figures", "", f"Test error vs epoch, every run light, the mean of each mode deep: "
                   f"![error curves]({curves})", ""]
@@ -149,6 +210,9 @@ CSV_FIELDS = ["task", "dataset", "arch", "mode", "metric", "runs", "run_nums", "
               "reduction_pp", "reduction_rel_pct", "welch_t", "welch_df", "p_welch", "time_per_epoch_mean",
               "paper_test_error_mean", "paper_test_error_std", "paper_time_per_epoch",
               "best_test_error_mean", "best_test_error_std", "best_test_epoch_median"]
+PAPER_FIELDS = ["task", "dataset", "row", "paper_mean", "paper_std", "paper_runs", "paper_ci_low", "paper_ci_high",
+                "ours_mean", "ours_std", "ours_runs", "ours_ci_low", "ours_ci_high", "diff_ours_minus_paper",
+                "ci_low", "ci_high", "ci_level", "welch_t", "welch_df", "p_welch", "verdict"]
 COMPARISON_FIELDS = ["task", "dataset", "mode_a", "mode_b", "pairs", "unpaired", "mean_diff_b_minus_a", "ci_low",
                      "ci_high", "ci_level", "p_paired", "p_welch"]
 
@@ -192,3 +256,15 @@ def comparisons_csv(groups: list[Group]) -> str:
          "unpaired": c.unpaired, "mean_diff_b_minus_a": c.mean_diff, "ci_low": c.ci and c.ci[0],
          "ci_high": c.ci and c.ci[1], "ci_level": c.level, "p_paired": c.p, "p_welch": c.welch and c.welch.p}
         for g in groups for c in g.pairs])
+
+
+def paper_csv(groups: list[Group]) -> str:
+    """against_paper.csv: per group with a paper number, one row per mode and one for the reduction."""
+    return _csv(PAPER_FIELDS, [
+        {"task": g.task, "dataset": g.dataset, "row": a.what, "paper_mean": a.paper.mean, "paper_std": a.paper.std,
+         "paper_runs": a.paper.n, "paper_ci_low": a.paper_ci and a.paper_ci[0],
+         "paper_ci_high": a.paper_ci and a.paper_ci[1], "ours_mean": a.ours.mean, "ours_std": a.ours.std,
+         "ours_runs": a.ours.n, "ours_ci_low": a.ours_ci and a.ours_ci[0], "ours_ci_high": a.ours_ci and a.ours_ci[1],
+         "diff_ours_minus_paper": a.diff, "ci_low": a.ci and a.ci[0], "ci_high": a.ci and a.ci[1],
+         "ci_level": a.level, "welch_t": a.t, "welch_df": a.df, "p_welch": a.p, "verdict": verdict(a)}
+        for g in groups for a in g.against_paper])
