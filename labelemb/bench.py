@@ -55,7 +55,8 @@ from .dataset import CIFAR_MEAN, CIFAR_STD, Dataset
 from .device import configure, precision, resolve_device
 from .models import build_model
 from .parsing import Parser, parser
-from .results import RunFiles, environment, write_json
+from .errors import UserError
+from .results import RunFiles, check_writable_folder, environment, write_json
 from .rng import make_generators
 
 BENCH_FORMAT = "labelemb-bench/2"  # 2: the MNIST classic feed is PIL + ToTensor
@@ -470,13 +471,21 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--{k.replace('_', '-')} must be >= 1, got {v}")
     if opts.warmup is not None and opts.warmup < 0:
         p.error(f"--warmup must be >= 0, got {opts.warmup}")
+    if opts.threads < 0:
+        p.error(f"--threads must be >= 0 (0: PyTorch's default), got {opts.threads}")
     if opts.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but no CUDA device is available; use --device cpu or auto")
     device = resolve_device(opts.device)
+    out_path = Path(opts.out or f"bench_{device.type}.json")
+    if out_path.is_dir():
+        p.error(f"--out {out_path} is a folder; name the JSON file to write")
+    try:  # before anything is timed, not after
+        check_writable_folder(out_path.parent, "the benchmark's JSON", "--out")
+    except UserError as e:
+        p.error(str(e))
     if opts.threads:
         torch.set_num_threads(opts.threads)
     configure(device, tf32=opts.tf32)
-    out_path = Path(opts.out or f"bench_{device.type}.json")
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

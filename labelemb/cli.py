@@ -12,16 +12,17 @@ import sys
 
 import torch
 
-from .config import ALPHA, BETA, BN_INITS, DEVICES, MODES, SMOOTHING, TAU, Config, ConfigError, Recipe, check
+from .config import (ALPHA, BETA, BN_INITS, DEVICES, MODES, RECIPES, SMOOTHING, TAU, Config, ConfigError, Recipe,
+                     check)
 from .data import SYSTEM_FASHION_MNIST, default_data_dir, load_dataset
 from .device import resolve_device
 from .distributed import Dist, from_env, setup, teardown
 from .errors import DatasetMissing, UserError
 from .interrupt import Interrupted, RunFailed, StopFlag
 from .parsing import Parser, parser
-from .results import RunFiles, RunLocked
+from .results import RunFiles, RunLocked, check_writable_folder
 from .tblog import INSTALL_HINT, available
-from .train import load_init_emb, run
+from .train import Schedule, load_init_emb, missing_parts, run
 
 
 def build_parser(recipe: Recipe) -> Parser:
@@ -94,12 +95,23 @@ def check_flags(args: argparse.Namespace) -> None:
         check("runs", args.runs, flag=True)
     if args.resume and args.runs is not None:
         raise UserError("--resume continues one run; a --runs sweep resumes its unfinished runs by itself")
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues a run and --overwrite starts it anew; give one of them")
+    if args.seed is None:  # the run index is then the seed: the same range
+        for n in (args.num, args.num + (args.runs or 1) - 1):
+            try:
+                check("seed", n)
+            except ConfigError as e:
+                raise UserError(f"--num {n} is also the run's seed (no --seed given): {str(e).removeprefix('seed ')}"
+                                ) from None
     if args.init_emb is not None and not os.path.isfile(args.init_emb):
         raise UserError(f"--init-emb {args.init_emb}: no such file; pass the _emb.npy of an earlier emb run")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
     if args.tensorboard is not None and not available():
         raise UserError(f"--tensorboard needs the tensorboard package, which is not installed: {INSTALL_HINT}")
+    if args.tensorboard:
+        check_writable_folder(args.tensorboard, "the TensorBoard log", "--tensorboard DIR")
 
 
 def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int = 1) -> Config:
@@ -123,17 +135,52 @@ def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int =
 
 
 def check_resumable(cfg: Config, checkpoint: dict, path) -> None:
-    """UserError listing the recipe settings where ``checkpoint`` differs from ``cfg``."""
+    """UserError listing the recipe settings where ``checkpoint`` differs from ``cfg``, naming only
+    flags that this script (``cfg.task``) has."""
     try:
         saved = Config.from_record(checkpoint.get("config"))
     except (ConfigError, TypeError) as e:
         raise UserError(f"checkpoint {path} holds no usable config ({e}); start the run without --resume") from None
+    if saved.task != cfg.task:
+        raise UserError(f"checkpoint {path} is a run of {saved.task}.py ({saved.arch} on {saved.dataset}), not "
+                        f"of {cfg.task}.py; resume it with python3 {saved.task}.py --resume")
     diff = cfg.resume_mismatch(saved)
     if diff:
         shown = ", ".join(f"{k} (checkpoint {old!r}, now {new!r})" for k, old, new in diff)
-        flags = ", ".join("--" + k.replace("_", "-") for k, _, _ in diff)
-        raise UserError(f"checkpoint {path} is of a different recipe: {shown}; rerun with the checkpoint's "
-                        f"settings ({flags}), or without --resume to start anew")
+        own = {a.dest for a in build_parser(RECIPES[cfg.task])._actions}  # the settings this script has flags for
+        flags = [k for k, _, _ in diff if k in own]
+        fix = (f"rerun with the checkpoint's settings ({', '.join('--' + k.replace('_', '-') for k in flags)}), "
+               if flags else "")
+        if len(flags) < len(diff):  # a recipe default that no flag sets: the checkpoint is of other code
+            fix += "resume it with the version of this suite that wrote it, "
+        raise UserError(f"checkpoint {path} is of a different recipe: {shown}; {fix}or start anew without --resume")
+
+
+def check_complete(checkpoint: dict, path) -> None:
+    """UserError naming what ``checkpoint`` lacks of what a run needs to continue."""
+    missing = missing_parts(checkpoint)
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}, so it cannot continue the run; resume "
+                        "with --resume previous, or start the run anew with --overwrite")
+
+
+def check_same_data(checkpoint: dict, data, path) -> None:
+    """UserError unless ``data`` is the data the checkpoint was trained on: the same files (sha256)
+    and class names. Checkpoints written before they recorded it are accepted with a note."""
+    saved = checkpoint.get("data")
+    if not isinstance(saved, dict) or not isinstance(saved.get("sha256"), dict) or data.source is None:
+        print(f"note: checkpoint {path} does not record which data it was trained on; resuming on "
+              f"{data.source['folder'] if data.source else 'the given data'} unchecked", file=sys.stderr)
+        return
+    old, new = saved["sha256"], data.source["sha256"]
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if differ:
+        raise UserError(f"checkpoint {path} was trained on other data: {', '.join(differ)} differ between "
+                        f"{saved.get('folder')} (the checkpoint's) and {data.source['folder']} (now); resume with "
+                        f"--data {saved.get('folder')}, or start anew with --overwrite")
+    if checkpoint.get("classes") not in (None, data.classes):
+        raise UserError(f"checkpoint {path} was trained with the classes {', '.join(map(str, checkpoint['classes']))}, "
+                        f"the data now has {', '.join(data.classes)}; resume with the checkpoint's data")
 
 
 def plan(cfg: Config, files: RunFiles, args: argparse.Namespace, sweep: bool) -> str:
@@ -145,8 +192,11 @@ def plan(cfg: Config, files: RunFiles, args: argparse.Namespace, sweep: bool) ->
         raise UserError(f"{files.record} already holds the finished run {cfg.num}; use another --num, "
                         "or --overwrite to train it again")
     if args.resume:
-        if not (files.prev_ckpt if args.resume == "previous" else files.ckpt).exists():
-            raise UserError(f"no checkpoint {files.ckpt} to resume from; start the run without --resume")
+        wanted = files.prev_ckpt if args.resume == "previous" else files.ckpt
+        if not wanted.exists():
+            there = f" ({files.ckpt} is there: --resume without 'previous' takes it)" \
+                if args.resume == "previous" and files.ckpt.exists() else ""
+            raise UserError(f"no checkpoint {wanted} to resume from{there}; start the run without --resume")
         return "resume"
     if files.ckpt.exists() and not args.overwrite:
         if sweep:
@@ -178,28 +228,42 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, sweep: bool, sto
             return None
         checkpoint = None
         if what == "resume":
+            path = files.prev_ckpt if args.resume == "previous" else files.ckpt
             checkpoint = files.load_checkpoint(args.resume or "last")
-            check_resumable(cfg, checkpoint, files.ckpt)
+            check_resumable(cfg, checkpoint, path)
+            check_complete(checkpoint, path)
+            check_same_data(checkpoint, data, path)
             if not args.quiet and dist.main:
                 print(f"{files.stem}: resuming at epoch {checkpoint['epoch'] + 1}, step {checkpoint['step']}")
-        elif dist.main:
-            files.remove_checkpoints()
-        return run(cfg, data, device, files, resume=checkpoint, stop=stop, dist=dist)
+        elif files.has_files():  # --overwrite: the earlier files stay until this run's first checkpoint
+            files.replace_on_first_checkpoint()
+        try:
+            return run(cfg, data, device, files, resume=checkpoint, stop=stop, dist=dist)
+        except OSError as e:  # a full disk: the record must not say "running" for ever
+            if dist.main:
+                files.mark_stopped(f"cannot write {e.filename or files.dir}: {e.strerror or e}")
+            raise
     finally:
         if dist.main:
             files.release_lock()
 
 
-def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say) -> None:
-    """Load the data once, then train (or skip) each run in turn."""
+def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say) -> list[str]:
+    """Load the data once, then train (or skip) each run in turn. A --runs sweep goes on past a run
+    that fails; the failures are returned (a single run raises instead)."""
     cfg0, files0 = runs[0]
     sweep = args.runs is not None
     files0.check_writable()
-    if not sweep:
-        plan(cfg0, files0, args, sweep)  # refuse before loading any data
+    if not sweep:  # refuse before loading any data
+        holder = files0.holder() if dist.main else None  # (under torchrun the main rank holds the lock)
+        if holder is not None:
+            raise RunLocked(files0.locked_message(holder))
+        plan(cfg0, files0, args, sweep)
     data = load_dataset(cfg0.dataset, cfg0.data, val_size=cfg0.val_size, resize=cfg0.resize).to(device)
+    Schedule.of(cfg0, len(data.train_y))  # the batch fits the data: checked before any file is touched
     if cfg0.init_emb is not None:
         load_init_emb(cfg0.init_emb, data.num_classes)  # its shape is checked before any training
+    failed = []
     with StopFlag() as stop:
         for cfg, files in runs:
             try:
@@ -209,9 +273,16 @@ def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say
                     raise
                 say(f"{files.stem}: {e}; skipped")  # another process of the sweep has it
                 continue
+            except (RunFailed, UserError) as e:
+                if not sweep:
+                    raise
+                failed.append(f"{files.stem}: {e}")
+                say(f"{files.stem}: error: {e}; the sweep goes on", file=sys.stderr)
+                continue
             if record is not None:
                 rep = record["reported"]
                 say(f"{files.stem}: {rep['description']} {rep['test_error_pct']:.2f}% -> {files.record}")
+    return failed
 
 
 def offline_hint(recipe: Recipe, args: argparse.Namespace) -> str:
@@ -234,8 +305,11 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
         configs = [make_config(recipe, args, n, d.world) for n in nums]
         runs = [(cfg, RunFiles(args.results_dir, cfg.stem)) for cfg in configs]
         d, device = setup(d, resolve_device(args.device))
-        train_all(runs, args, device, d, say)
+        failed = train_all(runs, args, device, d, say)
         d.barrier()
+        if failed:
+            say(f"{prog}: {len(failed)} of {len(runs)} runs did not complete: " + "; ".join(failed), file=sys.stderr)
+            return 1
     except UserError as e:
         hint = offline_hint(recipe, args) if isinstance(e, DatasetMissing) else ""
         say(f"{prog}: error: {e}{hint}", file=sys.stderr)

@@ -72,6 +72,8 @@ BOUNDS = {
     "lr_decay_every": Bound(0, integer=True),
     "val_size": Bound(0, integer=True),
     "num": Bound(0, integer=True),
+    # the run's generators are seeded with seed, seed + 1 and seed + 2, each at most 2**64 - 1
+    "seed": Bound(0, 2**64 - 3, integer=True, text="in [0, 2**64 - 3]", hint="the generators take seed + 2"),
     "runs": Bound(1, integer=True),
     "world_size": Bound(1, integer=True),
     "emb_dim": Bound(0, integer=True, text=">= 1 (or 0 for the full n x n matrix)"),
@@ -90,7 +92,7 @@ def check(name: str, value, flag: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{shown} must be {'an integer' if bound.integer else 'a number'} {bound.describe()}, "
                           f"got {value!r}")
-    if not math.isfinite(value):
+    if not isinstance(value, numbers.Integral) and not math.isfinite(value):  # (a huge int overflows isfinite)
         raise ConfigError(f"{shown} must be a finite number {bound.describe()}, got {value}{hint}")
     if not bound.holds(value):
         raise ConfigError(f"{shown} must be {bound.describe()}, got {value}{hint}")
@@ -176,8 +178,7 @@ class Config:
             check(name, getattr(self, name), flag=True)
         if self.smoothing is not None:
             check("smoothing", self.smoothing, flag=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"--seed must be an integer, got {self.seed!r}")
+        check("seed", self.seed, flag=True)
         self._check_combinations()
 
     def _check_combinations(self) -> None:

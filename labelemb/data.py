@@ -92,12 +92,13 @@ def load_mnist(root: str | os.PathLike, name: str = "mnist", val_size: int = 500
     are validation, the rest train; the test file is the test set."""
     root = Path(root)
     d = _find_idx_dir(root, name)
-    if d is None and download:
-        _download(root, name)
-        d = _find_idx_dir(root, name)
     if d is None:
-        raise DatasetMissing(f"{name} not found in {root} (looked for the four IDX files there and in "
-                             f"{root / _TORCHVISION[name] / 'raw'}); pass --data FOLDER holding them")
+        why = _missing(name, root, [root, root / _TORCHVISION[name] / "raw"],
+                       [f"{base}(.gz)" for base, _ in _IDX_FILES.values()],
+                       lambda folder, f: _idx_path(folder, f.removesuffix("(.gz)")) is not None)
+        d = _download(root, name, why, lambda: _find_idx_dir(root, name)) if download else None
+        if d is None:
+            raise DatasetMissing(f"{why}; pass --data FOLDER holding them")
     arrays, digests = {}, {}
     for k, (base, ndim) in _IDX_FILES.items():
         path = _idx_path(d, base)
@@ -128,9 +129,9 @@ def load_mnist(root: str | os.PathLike, name: str = "mnist", val_size: int = 500
 # ---------------------------------------------------------------------------------- CIFAR
 _CIFAR = {
     "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
-                    test=["test_batch"], meta="batches.meta", labels=b"labels", names=b"label_names", n=10),
+                    test=["test_batch"], meta="batches.meta", labels="labels", names="label_names", n=10),
     "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
-                     labels=b"fine_labels", names=b"fine_label_names", n=100),
+                     labels="fine_labels", names="fine_label_names", n=100),
 }
 
 
@@ -143,27 +144,31 @@ def _find_cifar_dir(root: Path, name: str) -> Path | None:
 
 
 def _unpickle(path: Path, digests: dict[str, str]) -> dict:
-    """The dict pickled in ``path``; its sha256 goes into ``digests``."""
+    """The dict pickled in ``path``, with str keys; its sha256 goes into ``digests``.
+
+    Both forms of the batches load: the original Python 2 pickles (read with latin1, as torchvision
+    does, so their numpy arrays load) and copies re-saved under Python 3, with str or bytes keys.
+    """
     try:
         raw = path.read_bytes()
-        obj = pickle.loads(raw, encoding="bytes")
+        obj = pickle.loads(raw, encoding="latin1")
     except Exception as e:  # truncated or not a pickle at all: any unpickling error
         raise DataError(f"cannot read {path} as a CIFAR python batch ({type(e).__name__}: {e}); "
                         "delete it and download the dataset again") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a CIFAR python batch (holds a {type(obj).__name__}, expected a dict)")
     digests[path.name] = sha256(raw)
-    return obj
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
-def _cifar_batch(path: Path, label_key: bytes, n_classes: int,
+def _cifar_batch(path: Path, label_key: str, n_classes: int,
                  digests: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
     obj = _unpickle(path, digests)
-    missing = [k.decode() for k in (b"data", label_key) if k not in obj]
+    missing = [k for k in ("data", label_key) if k not in obj]
     if missing:
         raise DataError(f"{path} lacks the key(s) {', '.join(missing)} of a CIFAR batch "
-                        f"(has {', '.join(sorted(k.decode(errors='replace') for k in obj))}); is it the right dataset?")
-    data, labels = np.asarray(obj[b"data"]), np.asarray(obj[label_key], dtype=np.int64)
+                        f"(has {', '.join(sorted(map(str, obj)))}); is it the right dataset?")
+    data, labels = np.asarray(obj["data"]), np.asarray(obj[label_key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise DataError(f"{path}: expected uint8 data of shape (N, 3072) and N labels, "
                         f"got {data.dtype} {data.shape} and {len(labels)} labels")
@@ -176,20 +181,20 @@ def load_cifar(root: str | os.PathLike, name: str = "cifar10", download: bool = 
     """CIFAR-10/100 from the python pickle batches (torchvision's layout or the folder itself)."""
     root, spec = Path(root), _CIFAR[name]
     d = _find_cifar_dir(root, name)
-    if d is None and download:
-        _download(root, name)
-        d = _find_cifar_dir(root, name)
     if d is None:
-        raise DatasetMissing(f"{name} not found in {root} (looked for {', '.join(spec['train'] + spec['test'])} "
-                             f"there and in {root / spec['folder']}); pass --data FOLDER holding them")
+        why = _missing(name, root, [root / spec["folder"], root], spec["train"] + spec["test"],
+                       lambda folder, f: (folder / f).is_file())
+        d = _download(root, name, why, lambda: _find_cifar_dir(root, name)) if download else None
+        if d is None:
+            raise DatasetMissing(f"{why}; pass --data FOLDER holding them")
     digests = {}
     parts = {s: [_cifar_batch(d / f, spec["labels"], spec["n"], digests) for f in spec[s]] for s in ("train", "test")}
     meta = d / spec["meta"]
     if meta.is_file():
         names = _unpickle(meta, digests).get(spec["names"])
         if names is None or len(names) != spec["n"]:
-            raise DataError(f"{meta}: expected {spec['n']} class names under key {spec['names'].decode()}")
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            raise DataError(f"{meta}: expected {spec['n']} class names under key {spec['names']}")
+        classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
     else:
         classes = [str(i) for i in range(spec["n"])]
 
@@ -202,22 +207,48 @@ def load_cifar(root: str | os.PathLike, name: str = "cifar10", download: bool = 
 
 
 # ---------------------------------------------------------------------------------- common
-def _download(root: Path, name: str) -> None:
-    """Fetch with torchvision (needs a network); failures become one clear DataError."""
+def _missing(name: str, root: Path, folders: list[Path], files: list[str], present) -> str:
+    """The message for a dataset not found: where the most of its files are, which are missing there."""
+    found = {d: [f for f in files if d.is_dir() and present(d, f)] for d in folders}
+    best = max(folders, key=lambda d: len(found[d]))
+    if not found[best]:
+        return (f"{name} not found in {root} (looked for {', '.join(files)} there"
+                + "".join(f" and in {d}" for d in folders if d != root) + ")")
+    lacking = [f for f in files if f not in found[best]]
+    return (f"{name} in {best} is incomplete: {', '.join(lacking)} missing ({len(found[best])} of its {len(files)} "
+            "files are there)")
+
+
+
+def _download(root: Path, name: str, why: str, find) -> Path:
+    """Fetch with torchvision (needs a network) and return ``find()``'s folder; a failure becomes one
+    DatasetMissing saying ``why`` the data was fetched, and leaves no folder it made behind."""
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, _TORCHVISION[name])
-    existed = root.exists()
+    before = _folders(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         cls(str(root), train=True, download=True)
         cls(str(root), train=False, download=True)
+        d = find()
+        if d is None:
+            raise RuntimeError("the download did not give the expected files")
+        return d
     except Exception as e:
-        if not existed and not any(p.is_file() for p in root.rglob("*")):
-            shutil.rmtree(root, ignore_errors=True)  # leave no empty folders behind a failed download
+        for folder in sorted(_folders(root) - before, key=lambda p: len(p.parts), reverse=True):
+            if not any(p.is_file() for p in folder.rglob("*")):  # made by this attempt and still empty
+                shutil.rmtree(folder, ignore_errors=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DatasetMissing(f"{name} is not in {root} and downloading it failed ({first}); on a machine "
-                             f"without network, copy the dataset there or pass --data FOLDER holding it") from None
+        raise DatasetMissing(f"{why}, and downloading it failed ({first}); on a machine without network, copy the "
+                             "dataset there or pass --data FOLDER holding it") from None
+
+
+def _folders(root: Path) -> set[Path]:
+    """``root`` and the folders under it (none if it does not exist)."""
+    if not root.is_dir():
+        return set()
+    return {root, *(p for p in root.rglob("*") if p.is_dir())}
 
 
 def default_data_dir(name: str) -> str | None:

@@ -5,6 +5,7 @@ import os
 import signal
 
 from .distributed import Dist
+from .results import remove_in_progress
 
 STOP_CHECK_EVERY = 20  # under DDP, steps between agreeing on a stop request (a collective, so not every step)
 
@@ -18,9 +19,12 @@ class Interrupted(Exception):
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM so the loop stops after the current step; a second SIGINT exits at once.
+    """Set by SIGINT/SIGTERM so the loop stops after the current step and writes a checkpoint.
 
-    Every file is written atomically, so exiting at once never leaves half a file behind.
+    A second SIGINT exits at once with code 130, removing the temporary file being written (every
+    file is written atomically, so nothing is half-written); a second SIGTERM is ignored while the
+    checkpoint is written. Once the block is left with a stop requested, the process is on its way
+    out with code 130, so from then on either signal exits at once with that code (not 143).
     """
 
     def __init__(self):
@@ -31,8 +35,8 @@ class StopFlag:
         if self.requested and signum == signal.SIGINT:
             print("\nsecond interrupt: exiting now (files are written atomically, nothing is half-written)",
                   flush=True)
-            os._exit(130)
-        self.requested = signal.Signals(signum).name
+            _exit_now(signum, frame)
+        self.requested = self.requested or signal.Signals(signum).name
 
     def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -41,7 +45,12 @@ class StopFlag:
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
-            signal.signal(s, h)
+            signal.signal(s, _exit_now if self.requested else h)
+
+
+def _exit_now(signum, frame):
+    remove_in_progress()
+    os._exit(130)
 
 
 def stop_agreed(stop: StopFlag | None, dist: Dist, step: int, at_pause: bool) -> bool:

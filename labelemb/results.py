@@ -6,6 +6,7 @@ second Ctrl-C leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
@@ -38,11 +39,33 @@ def reported_metric(curve: list[dict], how: str) -> dict:
             "epoch": row["epoch"], "step": row["step"]}
 
 
+# Temporary files being written now: a second Ctrl-C exits at once (os._exit) and removes these first.
+IN_PROGRESS: set[str] = set()
+_UMASK: list[int] = []
+
+
+def _file_mode() -> int:
+    """0o666 less the process's umask, as open() would give (mkstemp's own 0o600 would make a results
+    folder shared on a cluster unreadable to colleagues). The umask is read once."""
+    if not _UMASK:
+        _UMASK.append(os.umask(0o022))
+        os.umask(_UMASK[0])
+    return 0o666 & ~_UMASK[0]
+
+
 def atomic_write(path: Path, data: bytes, keep_previous: Path | None = None) -> None:
-    """Write via a temporary file, fsync, rename; the old file becomes ``keep_previous`` if given."""
+    """Write via a temporary file, fsync, rename; the old file becomes ``keep_previous`` if given.
+
+    The temporary file is removed on every failure; an OSError names ``path``.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    IN_PROGRESS.add(tmp)
+    try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -50,12 +73,25 @@ def atomic_write(path: Path, data: bytes, keep_previous: Path | None = None) -> 
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and not e.filename:  # a write on a descriptor names no file: say which
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+    finally:
+        IN_PROGRESS.discard(tmp)
+
+
+def remove_in_progress() -> None:
+    """Remove the temporary files being written now (before an immediate exit)."""
+    for tmp in list(IN_PROGRESS):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _json_safe(obj):
@@ -123,7 +159,18 @@ class RunLocked(UserError):
 
 
 class RunFiles:
-    """The files of one run: ``<dir>/<stem>.{json,csv,png,ckpt,lock}`` and ``<stem>_emb.npy``."""
+    """The files of one run: ``<dir>/<stem>.{json,csv,png,ckpt,lock}`` and ``<stem>_emb.npy``.
+
+    One process per run: :meth:`acquire_lock` takes an exclusive ``flock`` on ``<stem>.lock``,
+    which the operating system releases when its holder dies (however it dies; no pid check, so a
+    pid reused after a restart cannot block the run). The file holds the holder's pid, for the
+    message only.
+
+    A run that replaces earlier files (``--overwrite``) calls :meth:`replace_on_first_checkpoint`:
+    its record, curve and E are then held back, and the earlier run's files left as they are,
+    until it writes its first checkpoint; only then are they replaced. A run that fails before
+    that (bad settings, a diverged loss) loses nothing.
+    """
 
     def __init__(self, results_dir: str | os.PathLike, stem: str):
         self.dir = Path(results_dir)
@@ -135,25 +182,12 @@ class RunFiles:
         self.ckpt = self.dir / f"{stem}.ckpt"
         self.prev_ckpt = self.dir / f"{stem}.ckpt.prev"
         self.lock = self.dir / f"{stem}.lock"
+        self._lock_fd: int | None = None
+        self._held: dict | None = None  # writes waiting for the first checkpoint (replacing a run)
 
     def check_writable(self) -> None:
-        """Fail before training, not after hours of it, when results cannot be written.
-
-        Creates nothing: the folder itself is made when the run takes its lock.
-        """
-        d = self.dir.absolute()
-        while not d.exists():
-            d = d.parent
-        problem = None
-        if not d.is_dir():
-            problem = f"{d} is a file, not a folder"
-        elif not os.access(d, os.W_OK | os.X_OK):
-            problem = f"{d} is not writable"
-        elif shutil.disk_usage(d).free < 64 * 2**20:
-            problem = f"the disk holding {d} is full (less than 64 MiB free)"
-        if problem:
-            raise UserError(f"cannot write results to {self.dir}: {problem}; choose another folder with "
-                            "--results-dir") from None
+        """Fail before training, not after hours of it, when results cannot be written."""
+        check_writable_folder(self.dir, "results", "--results-dir")
 
     def status(self) -> str | None:
         """'complete', 'running', 'failed', ... from the record, None if there is none."""
@@ -166,54 +200,135 @@ class RunFiles:
 
     # ------------------------------------------------------------------ lock
     def acquire_lock(self) -> None:
-        """One process per run: O_EXCL lock file holding our pid; a dead owner's lock is cleared."""
+        """Take the run's lock, or RunLocked naming its holder and the lock file."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        while True:
+            fd = os.open(self.lock, os.O_CREAT | os.O_RDWR, _file_mode())
             try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pid = _lock_owner(self.lock)
-                if pid is not None and _alive(pid):
-                    raise RunLocked(f"run {self.stem} in {self.dir} is already being trained by process {pid}; "
-                                    "wait for it, or use another --num") from None
-                self.lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            return
-        raise UserError(f"could not take the lock {self.lock}; remove it if no run is using it")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise RunLocked(self.locked_message(pid)) from None
+            try:  # the holder before us may have removed the file after we opened it: lock the one in place
+                same = os.path.samestat(os.fstat(fd), os.stat(self.lock))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        self.remove_stale_temporaries()
+
+    def locked_message(self, pid: int | None) -> str:
+        who = f"process {pid}" if pid else "another process"
+        return (f"run {self.stem} in {self.dir} is being trained by {who} now (lock {self.lock}); wait for it "
+                "to finish, or use another --num")
+
+    def holder(self) -> int | None:
+        """The pid of the live process holding the lock (0 if it wrote none), None if nobody else does."""
+        if self._lock_fd is not None:  # we hold it (a second open file would conflict with our own lock)
+            return None
+        try:
+            fd = os.open(self.lock, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(fd) or 0
+        finally:
+            os.close(fd)  # also drops the probe's shared lock
+        return None
 
     def release_lock(self) -> None:
-        if _lock_owner(self.lock) == os.getpid():
-            self.lock.unlink(missing_ok=True)
+        if self._lock_fd is None:
+            return
+        self.lock.unlink(missing_ok=True)  # while still holding it: a waiter re-checks the path
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporary files of this run left by a process that was killed while writing (holding the lock,
+        no other process is writing them)."""
+        for tmp in self.dir.glob(f".{self.stem}[._]*.tmp"):
+            if str(tmp) not in IN_PROGRESS:
+                tmp.unlink(missing_ok=True)
+
+    def has_files(self) -> bool:
+        """Whether any file of this run (but its lock) exists."""
+        return any(p.exists() for p in (self.record, self.csv, self.png, self.emb, self.ckpt, self.prev_ckpt))
+
+    def mark_stopped(self, error: str) -> None:
+        """Best effort, after a failed write: a record that says "running" says "interrupted" and why."""
+        if self._held is not None or self.status() != "running":
+            return
+        try:
+            write_json(self.record, {**read_record(self.record), "status": "interrupted", "error": error})
+        except (OSError, UserError):
+            pass
+
+    def what_is_kept(self) -> str:
+        """For a run that stops on its own: what it leaves to go back to."""
+        if self._held is not None:
+            return "the earlier run's files are kept as they were"
+        if self.ckpt.exists():
+            return f"the last good checkpoint {self.ckpt} is kept"
+        return "no checkpoint had been written yet"
 
     # ------------------------------------------------------------------ outputs
+    def replace_on_first_checkpoint(self) -> None:
+        """Leave the earlier run's files untouched until this run's first checkpoint (see the class)."""
+        self._held = {}
+
+    def _write(self, what: str, write) -> None:
+        if self._held is None:
+            write()
+        else:
+            self._held[what] = write  # the latest of each kind is written with the first checkpoint
+
     def write_record(self, record: dict) -> None:
-        write_json(self.record, record)
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=CURVE_FIELDS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for row in record["curve"]:
             w.writerow({k: ("" if row.get(k) is None else row[k]) for k in CURVE_FIELDS})
-        atomic_write(self.csv, buf.getvalue().encode())
+
+        def write():
+            write_json(self.record, record)
+            atomic_write(self.csv, buf.getvalue().encode())
+        self._write("record", write)
 
     def write_embedding(self, per_epoch: list[np.ndarray]) -> None:
         """E after each epoch so far, stacked: shape (epochs, n, n), raw values (softmax = soft targets)."""
         buf = io.BytesIO()
         np.save(buf, np.stack(per_epoch).astype(np.float32))
-        atomic_write(self.emb, buf.getvalue())
+        self._write("embedding", lambda: atomic_write(self.emb, buf.getvalue()))
 
     def write_plot(self, record: dict) -> None:
         plot_curve(record, self.png)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, state: dict) -> None:
-        """Keep the previous checkpoint as .prev, then move the new one in place."""
+        """Keep the previous checkpoint as .prev, then move the new one in place. The first checkpoint
+        of a run that replaces another replaces the earlier run's files instead (see the class)."""
         import torch
 
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write(self.ckpt, buf.getvalue(), keep_previous=self.prev_ckpt)
+        if self._held is None:
+            atomic_write(self.ckpt, buf.getvalue(), keep_previous=self.prev_ckpt)
+            return
+        atomic_write(self.ckpt, buf.getvalue())
+        held, self._held = self._held, None
+        self.prev_ckpt.unlink(missing_ok=True)
+        if "embedding" not in held:
+            self.emb.unlink(missing_ok=True)
+        self.png.unlink(missing_ok=True)  # the new run's plot comes when it completes
+        for write in held.values():
+            write()
 
     def load_checkpoint(self, which: str = "last") -> dict:
         path = self.prev_ckpt if which == "previous" else self.ckpt
@@ -232,26 +347,29 @@ class RunFiles:
             raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}){offer}") from None
         return state
 
-    def remove_checkpoints(self) -> None:
-        self.ckpt.unlink(missing_ok=True)
-        self.prev_ckpt.unlink(missing_ok=True)
 
-
-def _lock_owner(path: Path) -> int | None:
+def _read_pid(fd: int) -> int | None:
     try:
-        return int(path.read_text().split()[0])
+        return int(os.pread(fd, 32, 0).split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def check_writable_folder(folder: str | os.PathLike, what: str, flag: str) -> None:
+    """UserError unless ``folder`` (or, where it does not exist yet, the folder that would hold it) can
+    be written and its disk has room. Creates nothing."""
+    d = Path(folder).absolute()
+    while not d.exists():
+        d = d.parent
+    problem = None
+    if not d.is_dir():
+        problem = f"{d} is a file, not a folder"
+    elif not os.access(d, os.W_OK | os.X_OK):
+        problem = f"{d} is not writable"
+    elif shutil.disk_usage(d).free < 64 * 2**20:
+        problem = f"the disk holding {d} is full (less than 64 MiB free)"
+    if problem:
+        raise UserError(f"cannot write {what} to {folder}: {problem}; choose another folder with {flag}") from None
 
 
 def plot_curve(record: dict, path: Path) -> None:

@@ -8,6 +8,7 @@ rewrites the record, and at the end of every epoch snapshots E and writes a chec
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field, fields
@@ -94,6 +95,22 @@ def load_init_emb(path: str, num_classes: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
+@contextlib.contextmanager
+def restoring(what: str):
+    """A checkpoint part that does not fit the run being built: one line (UserError), not a traceback."""
+    try:
+        yield
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"the checkpoint's {what} does not fit this run ({type(e).__name__}: {first[:200]}); "
+                        "resume with --resume previous, or start the run anew with --overwrite") from None
+
+
+def missing_parts(checkpoint: dict) -> list[str]:
+    """What a checkpoint lacks of what :func:`run` needs to continue it."""
+    return [k for k in CHECKPOINT_PARTS if k not in checkpoint]
+
+
 @dataclass
 class Parts:
     """What :func:`build` makes for a run."""
@@ -122,7 +139,8 @@ def build(cfg: Config, data: Dataset, device: torch.device, dist: Dist = Dist(),
                         image_size=data.train_x.shape[-1], emb_dim=cfg.emb_dim or None,
                         bn_init=cfg.bn_init).to(device)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        with restoring("model"):
+            model.load_state_dict(checkpoint["model"])
     elif cfg.init_emb:
         with torch.no_grad():
             model.emb.weight.copy_(load_init_emb(cfg.init_emb, data.num_classes))
@@ -144,11 +162,12 @@ def build(cfg: Config, data: Dataset, device: torch.device, dist: Dist = Dist(),
     gens = make_generators(cfg.seed, device)
     criterion = make_criterion(cfg, model).to(device)  # after the weights: --freeze-emb reads E
     if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        set_rng_states(checkpoint["rng"], gens)
-        if isinstance(criterion, StatefulLoss):  # ols: S and the epoch's sums, counted on one rank
-            criterion.load_checkpoint_state(checkpoint["criterion"], carry_sums=dist.main)
+        with restoring("optimiser, scheduler, random generators or loss state"):
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            set_rng_states(checkpoint["rng"], gens)
+            if isinstance(criterion, StatefulLoss):  # ols: S and the epoch's sums, counted on one rank
+                criterion.load_checkpoint_state(checkpoint["criterion"], carry_sums=dist.main)
     model.train()
     return Parts(model=model, train_net=train_net, eval_net=model if dist.active else train_net,
                  criterion=criterion, optimizer=optimizer, scheduler=scheduler, gens=gens,
@@ -246,6 +265,10 @@ class RunState:
         return cls(**{f.name: checkpoint[f.name] for f in fields(cls)})
 
 
+# What a checkpoint holds besides the run's state (save_checkpoint writes these; "criterion" for ols).
+CHECKPOINT_PARTS = ("config", "model", "optimizer", "scheduler", "rng", "acc", *(f.name for f in fields(RunState)))
+
+
 class Meter:
     """Training loss and accuracy since the last evaluation point, summed on the device so that no
     step waits for the host, and the first global step whose loss was not finite."""
@@ -273,12 +296,13 @@ class Meter:
         self.sums.zero_()
         return loss_sum, correct
 
-    def nonfinite_error(self, dist: Dist, steps_per_epoch: int) -> str | None:
+    def nonfinite_error(self, dist: Dist, steps_per_epoch: int, kept: str) -> str | None:
+        """The message when a loss was not finite, None otherwise; ``kept`` says what remains."""
         bad = int(dist.max_(self.first_bad.clone()))
         if bad < 0:
             return None
         return (f"non-finite loss at step {bad} (epoch {(bad - 1) // steps_per_epoch + 1}, step "
-                f"{(bad - 1) % steps_per_epoch + 1} of it); stopped, the last good checkpoint is kept")
+                f"{(bad - 1) % steps_per_epoch + 1} of it); stopped, {kept}")
 
 
 class Clock:
@@ -466,7 +490,7 @@ def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resum
             until = sched.next_point(state.step)
             stopping = train_steps(parts, cfg, data, perm, state, meter, until, stop, dist, bar)
             state.train_seconds += clock.stop()
-            error = meter.nonfinite_error(dist, sched.steps)
+            error = meter.nonfinite_error(dist, sched.steps, files.what_is_kept())
             if error:
                 write_record(record, state, "failed", cfg, files, dist, error=error)
                 raise RunFailed(error)

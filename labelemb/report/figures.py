@@ -20,6 +20,7 @@ PANEL_INCHES = (6.0, 4.0)
 PANELS_PER_ROW = 3
 HEATMAP_INCHES = (8.0, 7.0)
 DPI = 100
+REPORT_MARK = "labelemb-report"  # in every figure's PNG metadata: how the report knows a figure of its own
 
 
 def _pyplot():
@@ -34,7 +35,7 @@ def _pyplot():
 def _save(fig, path: Path) -> None:
     plt = _pyplot()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": REPORT_MARK})
     plt.close(fig)
     atomic_write(path, buf.getvalue())
 

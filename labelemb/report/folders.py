@@ -6,10 +6,10 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..results import RECORD_FORMAT, atomic_write
-from .figures import plot_curves, plot_heatmap, _safe
+from .figures import REPORT_MARK, plot_curves, plot_heatmap, _safe
 from .groups import Group, build_group, check_class_names
 from .records import Run, load_folder
-from .text import comparison_table, comparisons_csv, csv_text, folder_markdown, group_table, paper_csv, paper_section
+from .text import MD_HEAD, comparison_table, comparisons_csv, csv_text, folder_markdown, group_table, paper_csv, paper_section
 
 
 @dataclass
@@ -39,27 +39,65 @@ def analyse_folder(folder: Path, include_dry_run: bool, run_num: int | None,
     return FolderReport(folder, groups, skipped)
 
 
-def write_folder(rep: FolderReport) -> None:
-    """report.md, report.csv, comparisons.csv, curves.png and the heatmap(s) into the folder."""
-    groups, folder = rep.groups, rep.folder
-    curves = None
-    if any(r.curve for g in groups for runs in g.by_mode.values() for r in runs):
-        curves = "curves.png"
-        plot_curves(groups, folder / curves)
-        rep.written.append(folder / curves)
+def planned_files(rep: FolderReport) -> tuple[str | None, list[str]]:
+    """The names of the curves figure (None without curves) and of every file the report will write;
+    sets each group's heatmap file name."""
+    groups = rep.groups
+    curves = "curves.png" if any(r.curve for g in groups for runs in g.by_mode.values() for r in runs) else None
     with_map = [g for g in groups if g.heatmap is not None]
     for g in with_map:
         g.heatmap_file = "heatmap.png" if len(with_map) == 1 else f"heatmap_{_safe(g.task)}_{_safe(g.dataset)}.png"
-        plot_heatmap(g, folder / g.heatmap_file)
-        rep.written.append(folder / g.heatmap_file)
+    names = [curves] if curves else []
+    names += [g.heatmap_file for g in with_map] + ["report.md", "report.csv", "comparisons.csv"]
+    if any(g.against_paper for g in groups):
+        names.append("against_paper.csv")
+    return curves, names
+
+
+def check_ours(folder: Path, names: list[str]) -> None:
+    """UserError unless every file of ``names`` that exists in ``folder`` is one this report wrote."""
+    report_md = folder / "report.md"
+    md_is_ours = report_md.is_file() and written_by_report(report_md)
+    for name in names:
+        path = folder / name
+        if path.exists() and not (written_by_report(path) or (md_is_ours and path.suffix == ".png")):
+            raise UserError(f"{path} exists and was not written by labelemb-report; it is left alone and no report "
+                            f"is written into {folder}: move that file away, or report a folder of run records")
+
+
+def written_by_report(path: Path) -> bool:
+    """Whether ``path`` is a file of this report's (its first bytes say so; PNGs carry REPORT_MARK).
+    PNGs of older reports, without the mark, count where the folder's report.md is ours."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    if path.suffix == ".md":
+        return head.startswith(MD_HEAD.encode())
+    if path.suffix == ".csv":
+        return head.startswith(b"task,dataset,")
+    return path.suffix == ".png" and REPORT_MARK.encode() in head
+
+
+def write_folder(rep: FolderReport) -> None:
+    """report.md, report.csv, comparisons.csv, curves.png and the heatmap(s) into the folder."""
+    groups, folder = rep.groups, rep.folder
+    curves, names = planned_files(rep)  # checked by make_report: none is a file of someone else's
+    if curves:
+        plot_curves(groups, folder / curves)
+        rep.written.append(folder / curves)
+    for g in groups:
+        if g.heatmap_file:
+            plot_heatmap(g, folder / g.heatmap_file)
+            rep.written.append(folder / g.heatmap_file)
     rep.markdown = folder_markdown(folder, groups, rep.skipped, curves)
     rep.tables = "\n".join("\n".join(filter(None, (group_table(g), comparison_table(g), paper_section(g))))
                             for g in groups) or "No complete runs yet.\n"
-    texts = [("report.md", rep.markdown), ("report.csv", csv_text(groups)), ("comparisons.csv", comparisons_csv(groups))]
-    if any(g.against_paper for g in groups):
-        texts.append(("against_paper.csv", paper_csv(groups)))
-    for name, text in texts:
-        atomic_write(folder / name, text.encode())
+    texts = {"report.md": rep.markdown, "report.csv": csv_text(groups), "comparisons.csv": comparisons_csv(groups),
+             "against_paper.csv": paper_csv(groups)}
+    for name in (n for n in names if n in texts):
+        atomic_write(folder / name, texts[name].encode())
         rep.written.append(folder / name)
 
 
@@ -70,6 +108,8 @@ def make_report(folders: list[str | Path], include_dry_run: bool = False, run_nu
     ``run_num``: heatmap of that emb run instead of the mean; ``wanted``: class names for the heatmap.
     """
     reports = [analyse_folder(Path(f), include_dry_run, run_num, wanted) for f in folders]
+    for rep in reports:  # before anything is written anywhere
+        check_ours(rep.folder, planned_files(rep)[1])
     if run_num is not None and not any(g.heatmap is not None for r in reports for g in r.groups):
         raise UserError(f"--run {run_num}: no complete emb run #{run_num} with an embedding in "
                         + ", ".join(str(f) for f in folders))

@@ -73,15 +73,14 @@ def parse_run(path: Path, rec: dict) -> Run:
 
 
 def load_folder(folder: Path, include_dry_run: bool) -> tuple[list[Run], list[tuple[str, str]], int]:
-    """(counted runs, skipped (file name, reason), number of files that are or may be run records)."""
+    """(counted runs, skipped (file name, reason), number of run records, complete or not)."""
     runs, skipped, candidates = [], [], 0
     for path in sorted(folder.glob("*.json")):
         if path.name.startswith(".") or not path.is_file():
             continue
         try:
             rec = json.loads(path.read_bytes())
-        except (OSError, ValueError) as e:
-            candidates += 1
+        except (OSError, ValueError) as e:  # listed, but not counted as a record: it may be any JSON file
             skipped.append((path.name, f"unreadable or half-written JSON ({_one_line(e)})"))
             continue
         if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT:

@@ -13,6 +13,9 @@ from .records import BASE_MODE, MODE_NAMES
 from .stats import AgainstPaper, BestTest
 
 
+MD_HEAD = "# LabelEmb results: "  # report.md's first line (how the report knows a report.md of its own)
+
+
 def _fmt(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -177,7 +180,7 @@ def nearest_section(g: Group) -> str:
 
 
 def folder_markdown(folder: Path, groups: list[Group], skipped: list[tuple[str, str]], curves: str | None) -> str:
-    parts = [f"# LabelEmb results: {folder.name or folder}", "",
+    parts = [f"{MD_HEAD}{folder.name or folder}", "",
              "Made by `python3 -m labelemb.report`; counted: complete runs, one row per mode.", ""]
     if not groups:
         parts += ["No complete runs yet.", ""]
