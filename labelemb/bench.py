@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import train
+from . import modes, train
 from .bench_feeds import CLASSIC_WORKERS, ClassicFeed, OurFeed
 from .config import DEVICES, RECIPES, Config
 from .data import FASHION_CLASSES
@@ -60,7 +60,9 @@ from .results import RunFiles, check_writable_folder, environment, write_json
 from .rng import make_generators
 
 BENCH_FORMAT = "labelemb-bench/2"  # 2: the MNIST classic feed is PIL + ToTensor
-MODES = ("baseline", "emb")
+# what the benchmark compares: the paper's method against the reference, as the paper's time columns do
+BASE, METHOD = modes.with_role("reference").name, modes.with_role("method").name
+MODES = (BASE, METHOD)
 MATMUL_N = 2048
 EPOCH_STEPS = 550  # one MNIST epoch: 55,000 / 100
 
@@ -186,7 +188,7 @@ def make_step(cfg: Config, data: Dataset, device: torch.device):
 
     def step(feed) -> None:
         x, y = feed()
-        train.train_step(parts.train_net, parts.criterion, parts.optimizer, x, y, cfg.two_heads, parts.amp_dtype)
+        train.train_step(parts.train_net, parts.criterion, parts.optimizer, (x, y), cfg.two_heads, parts.amp_dtype)
 
     return step
 
@@ -197,10 +199,12 @@ def _summary(secs: list[float], steps: int, batch: int) -> dict:
     return {"ms_per_step": med, "images_per_s": 1000 * batch / med, "windows_ms_per_step": ms}
 
 
-def _mode_summary(task: Task, mode: str, secs: dict[str, list[float]], data_ms: dict[str, float], feeds: dict,
-                  steps: int, bs: int, matmul: dict) -> dict:
-    """One mode's times with our feed, its FLOP/s, and the same model's times with each other feed."""
-    flops = forward_flops(task.arch, task, mode == "emb")
+def _mode_summary(task: Task, two_heads: bool, secs: dict[str, list[float]], data_ms: dict[str, float], feeds: dict,
+                  window: tuple[int, int], matmul: dict) -> dict:
+    """One mode's times with our feed, its FLOP/s, and the same model's times with each other feed;
+    ``window``: (steps, batch size) of a timed window."""
+    steps, bs = window
+    flops = forward_flops(task.arch, task, two_heads)
     ours = _summary(secs["ours"], steps, bs)
     step_flops = 3 * flops * bs
     ours.update(
@@ -226,11 +230,11 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
     warmup = opts.warmup if opts.warmup is not None else (QUICK["warmup"] if opts.quick else task.warmup)
     repeats = opts.repeats or (QUICK["repeats"] if opts.quick else task.repeats)
     bs = opts.batch_size or (QUICK["resnet_batch"] if opts.quick and task.cifar else task.batch_size)
-    modes = MODES if opts.mode == "both" else (opts.mode,)
+    which = MODES if opts.mode == "both" else (opts.mode,)
     drain = CLASSIC_WORKERS * 2 if task.cifar else 0  # batches the classic loader's workers prefetch
     # Enough images that no DataLoader feed (each has its own) starts a new epoch (restarting its
     # workers) in a timed window: the real training set size, more if the windows need it (quick: just that).
-    needed = (len(modes) * warmup + repeats * ((len(modes) + 1) * steps + drain) + 2) * bs
+    needed = (len(which) * warmup + repeats * ((len(which) + 1) * steps + drain) + 2) * bs
     n_train = max(needed, min(task.n_train, 4096)) if opts.quick else max(task.n_train, needed)
     data = synthetic_dataset(name, task, n_train, opts.seed).to(device)
     if opts.channels_last:
@@ -241,20 +245,20 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
     out = {"arch": task.arch, "input_shape": list(task.shape), "num_classes": task.num_classes,
            "batch_size": bs, "n_train": n_train, "steps": steps, "warmup": warmup, "repeats": repeats,
            "modes": {}}
-    steps_of = {m: make_step(bench_config(name, m, bs, opts), data, device) for m in modes}
+    steps_of = {m: make_step(bench_config(name, m, bs, opts), data, device) for m in which}
     feeds = {"ours": OurFeed(data, bs, device, opts.seed),
              "classic": ClassicFeed(data, task, bs, device, bool(opts.channels_last))}
     if not task.cifar:  # MNIST: also the leanest DataLoader feed, for an honest lower bound
         feeds["tensor_loader"] = ClassicFeed(data, task, bs, device, bool(opts.channels_last), kind="tensors")
-    secs = {(m, f): [] for m in modes for f in feeds}
+    secs = {(m, f): [] for m in which for f in feeds}
     data_secs = {f: [] for f in feeds}
     for f, feed in feeds.items():
-        for m in modes:
+        for m in which:
             for _ in range(warmup):
                 steps_of[m](feed)
     for r in range(repeats):  # interleaved windows: a busy machine slows every mode alike
         for f, feed in feeds.items():
-            for m in (modes if r % 2 == 0 else modes[::-1]):  # neither mode always goes first
+            for m in (which if r % 2 == 0 else which[::-1]):  # neither mode always goes first
                 secs[(m, f)].append(_timed(lambda: steps_of[m](feed), steps, device))
             # The data alone over the same number of steps. The classic loader's workers have
             # filled their queue during the training window: take those batches first, so that
@@ -264,10 +268,11 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
             data_secs[f].append(_timed(feed, steps, device))
     data_ms = {f: 1000 * statistics.median(v) / steps for f, v in data_secs.items()}
 
-    for m in modes:
-        out["modes"][m] = _mode_summary(task, m, {f: secs[(m, f)] for f in feeds}, data_ms, feeds, steps, bs, matmul)
-    if len(modes) == 2:
-        out["emb_over_baseline"] = out["modes"]["emb"]["ms_per_step"] / out["modes"]["baseline"]["ms_per_step"]
+    for m in which:
+        out["modes"][m] = _mode_summary(task, bench_config(name, m, bs, opts).two_heads, {f: secs[(m, f)] for f in feeds},
+                                        data_ms, feeds, (steps, bs), matmul)
+    if len(which) == 2:
+        out["emb_over_baseline"] = out["modes"][METHOD]["ms_per_step"] / out["modes"][BASE]["ms_per_step"]
     else:
         out["emb_over_baseline"] = None
     return out
@@ -288,7 +293,7 @@ def _bare_epoch(cfg: Config, data: Dataset, device: torch.device) -> float:
 
     def loop():
         for x, y in batches:
-            train.train_step(net, criterion, optimizer, x, y, cfg.two_heads, amp_dtype)
+            train.train_step(net, criterion, optimizer, (x, y), cfg.two_heads, amp_dtype)
 
     return _timed(loop, 1, device)
 
@@ -299,7 +304,7 @@ def mlp_epoch(device: torch.device, opts: argparse.Namespace, say) -> dict:
     task = TASKS["mlp"]
     n_val, n_test = (500, 1000) if opts.quick else (5000, 10000)
     data = synthetic_dataset("fashion-mnist", task, steps * task.batch_size, opts.seed, n_val, n_test).to(device)
-    modes = MODES if opts.mode == "both" else (opts.mode,)
+    which = MODES if opts.mode == "both" else (opts.mode,)
     say(f"mlp epoch: {steps} steps of batch {task.batch_size}, train.run vs a bare loop over pre-built batches")
     out = {"method": ("ours: train.run with mlp.py's recipe for 1 epoch (--quiet, evaluation excluded: the "
                       "record's epoch_seconds) on a synthetic Fashion-MNIST-shaped dataset; bare: train.train_step "
@@ -307,15 +312,15 @@ def mlp_epoch(device: torch.device, opts: argparse.Namespace, say) -> dict:
                       "tensors"),
            "steps": steps, "batch_size": task.batch_size, "modes": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for m in modes:
+        for m in which:
             cfg = bench_config("mlp", m, task.batch_size, opts, dataset="fashion-mnist", epochs=1,
                                device=device.type, results_dir=tmp)
             bare = _bare_epoch(cfg, data, device)
             record = train.run(cfg, data, device, RunFiles(tmp, f"bench_{m}"))
             ours = record["epoch_seconds"][0]
             out["modes"][m] = {"ours_seconds": ours, "bare_seconds": bare, "ours_over_bare": ours / bare}
-    if len(modes) == 2:
-        out["emb_over_baseline"] = out["modes"]["emb"]["ours_seconds"] / out["modes"]["baseline"]["ours_seconds"]
+    if len(which) == 2:
+        out["emb_over_baseline"] = out["modes"][METHOD]["ours_seconds"] / out["modes"][BASE]["ours_seconds"]
     else:
         out["emb_over_baseline"] = None
     return out
@@ -341,8 +346,8 @@ def emb_overhead(device: torch.device, opts: argparse.Namespace, mlp: dict, say)
     g = torch.Generator().manual_seed(opts.seed)
     o1, o2, e = (torch.randn(bs, n, generator=g).to(device).requires_grad_() for _ in range(3))
     y = torch.randint(0, n, (bs,), generator=g).to(device)
-    cfg = RECIPES["mlp"].config(mode="emb")
-    emb_loss, base_loss = train.make_criterion(cfg), train.make_criterion(cfg.replace(mode="baseline"))
+    cfg = RECIPES["mlp"].config(mode=METHOD)
+    emb_loss, base_loss = train.make_criterion(cfg), train.make_criterion(cfg.replace(mode=BASE))
     model = build_model(cfg.arch, n, in_channels=1, image_size=28).to(device)
     optimizer = train.make_optimizer(model, cfg.lr)
     leaves = (o1, o2, e)
@@ -354,16 +359,16 @@ def emb_overhead(device: torch.device, opts: argparse.Namespace, mlp: dict, say)
             fn().backward()
         return run
 
-    fns = {("loss", "baseline"): loss_step(lambda: base_loss(o1, y)),
-           ("loss", "emb"): loss_step(lambda: emb_loss(o1, y, o2, e))}
+    fns = {("loss", BASE): loss_step(lambda: base_loss(o1, y)),
+           ("loss", METHOD): loss_step(lambda: emb_loss(o1, y, o2, e))}
     for fn in fns.values():
         fn()
-    secs = {k: [] for k in [*fns, ("optimizer", "baseline"), ("optimizer", "emb")]}
+    secs = {k: [] for k in [*fns, ("optimizer", BASE), ("optimizer", METHOD)]}
     for _ in range(windows):  # interleaved, as the steps
         for k, fn in fns.items():
             secs[k].append(_timed(fn, calls, device))
         for m in MODES:
-            set_step_grads(model, emb=m == "emb")
+            set_step_grads(model, emb=m == METHOD)
             optimizer.step()
             secs[("optimizer", m)].append(_timed(optimizer.step, calls, device))
     ms = {k: 1000 * statistics.median(v) / calls for k, v in secs.items()}
@@ -372,9 +377,9 @@ def emb_overhead(device: torch.device, opts: argparse.Namespace, mlp: dict, say)
            "step_ms": {m: mlp["modes"][m]["ms_per_step"] for m in MODES},
            "loss_fwd_bwd_ms": {m: ms[("loss", m)] for m in MODES},
            "optimizer_step_ms": {m: ms[("optimizer", m)] for m in MODES}}
-    out["step_extra_ms"] = out["step_ms"]["emb"] - out["step_ms"]["baseline"]
-    out["loss_extra_ms"] = out["loss_fwd_bwd_ms"]["emb"] - out["loss_fwd_bwd_ms"]["baseline"]
-    out["optimizer_extra_ms"] = out["optimizer_step_ms"]["emb"] - out["optimizer_step_ms"]["baseline"]
+    out["step_extra_ms"] = out["step_ms"][METHOD] - out["step_ms"][BASE]
+    out["loss_extra_ms"] = out["loss_fwd_bwd_ms"][METHOD] - out["loss_fwd_bwd_ms"][BASE]
+    out["optimizer_extra_ms"] = out["optimizer_step_ms"][METHOD] - out["optimizer_step_ms"][BASE]
     out["other_extra_ms"] = out["step_extra_ms"] - out["loss_extra_ms"] - out["optimizer_extra_ms"]
     return out
 
@@ -392,7 +397,7 @@ def table(result: dict) -> str:
              f"{'ours/cls':>8s} {'ours/TDL':>8s} {'data%':>6s} {'cls data%':>9s} {'GFLOP/s':>8s} {'%matmul':>7s}"]
     for name, t in result["tasks"].items():
         for m, r in t["modes"].items():
-            ratio = t["emb_over_baseline"] if m == "emb" else None
+            ratio = t["emb_over_baseline"] if m == METHOD else None
             lines.append(
                 f"{name:9s} {m:8s} {r['ms_per_step']:9.2f} {r['images_per_s']:8.0f} {_fmt(ratio, '8.3f'):>8s} "
                 f"{r['classic']['ms_per_step']:9.2f} {r['ours_over_classic']:8.3f} "
@@ -411,7 +416,7 @@ def table(result: dict) -> str:
     ov = result.get("mlp_emb_overhead")
     if ov:
         lines.append(f"mlp emb extra per step {ov['step_extra_ms']:.3f} ms = loss {ov['loss_extra_ms']:.3f} "
-                     f"(LabelEmbLoss {ov['loss_fwd_bwd_ms']['emb']:.3f} vs CE {ov['loss_fwd_bwd_ms']['baseline']:.3f}) "
+                     f"(LabelEmbLoss {ov['loss_fwd_bwd_ms'][METHOD]:.3f} vs CE {ov['loss_fwd_bwd_ms'][BASE]:.3f}) "
                      f"+ optimiser {ov['optimizer_extra_ms']:.3f} + rest {ov['other_extra_ms']:.3f} "
                      "(head 2, E lookup, autograd)")
     return "\n".join(lines)

@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-from .config import (ALPHA, BETA, BN_INITS, DEVICES, MODES, RECIPES, SMOOTHING, TAU, Config, ConfigError, Recipe,
-                     check)
+from . import modes
+from .config import BN_INITS, DEFAULT_MODE, DEVICES, RECIPES, Config, ConfigError, Recipe, check
 from .data import SYSTEM_FASHION_MNIST, default_data_dir, load_dataset
 from .device import resolve_device
 from .distributed import Dist, from_env, setup, teardown
@@ -22,7 +22,7 @@ from .interrupt import Interrupted, RunFailed, StopFlag
 from .parsing import Parser, parser
 from .results import RunFiles, RunLocked, check_writable_folder
 from .tblog import INSTALL_HINT, available
-from .train import Schedule, load_init_emb, missing_parts, run
+from .train import Schedule, missing_parts, run
 
 
 def build_parser(recipe: Recipe) -> Parser:
@@ -30,8 +30,8 @@ def build_parser(recipe: Recipe) -> Parser:
                                     "(Sun et al. 2017); defaults are the paper's recipe.")
     own_images = "imagefolder" in recipe.datasets
     a = p.add_argument
-    a("--mode", choices=MODES, default="emb", help="baseline: cross-entropy only; emb: LabelEmb; "
-      "ls: label smoothing (--smoothing); ols: online label smoothing (Zhang et al. 2021)")
+    a("--mode", choices=list(modes.MODES), default=DEFAULT_MODE,
+      help="; ".join(f"{m.name}: {m.help}" for m in modes.MODES.values()))
     a("--dataset", choices=recipe.datasets, default=recipe.datasets[0],
       help="dataset" + ("; imagefolder: your own images, --data DIR holding train/<class>/ and test/<class>/"
                         if own_images else ""))
@@ -40,9 +40,6 @@ def build_parser(recipe: Recipe) -> Parser:
     a("--resize", action="store_true", help="--dataset imagefolder: scale every image to 32x32 when decoding "
       "(aspect ratio not kept); otherwise they must be 32x32" if own_images else argparse.SUPPRESS)
     a("--lr", type=float, default=recipe.lr, help="Adam learning rate")
-    a("--tau", type=float, default=TAU, help="temperature of head 2's soft targets for E")
-    a("--alpha", type=float, default=ALPHA, help="margin of the L_re term")
-    a("--beta", type=float, default=BETA, help="weight of the hard-label term on head 1")
     a("--epochs", type=int, default=recipe.epochs, help="training epochs")
     a("--batch-size", type=int, default=recipe.batch_size, help="training batch size")
     a("--val-size", type=int, default=recipe.val_size, help="first training images held out for validation"
@@ -73,19 +70,31 @@ def build_parser(recipe: Recipe) -> Parser:
     a("--per-rank-batch", action="store_true",
       help="under torchrun, --batch-size is per process (global batch = it x processes); "
            "by default it is the global batch, split across processes")
-    b = p.add_argument_group("beyond the paper (opt-in; the defaults are the paper's recipe)")
-    b.add_argument("--emb-dim", type=int, default=0, metavar="H",
-                   help="--mode emb: compressed label embedding E[y] = relu(Linear(H -> n)(Embedding(n, H)[y])), "
-                        "memory O(n*H) for many classes; 0 = the paper's full n x n matrix")
-    b.add_argument("--init-emb", default=None, metavar="PATH",
-                   help="--mode emb: start E from this .npy (an n x n matrix, or the <stem>_emb.npy of an earlier "
-                        "emb run, whose last epoch is taken); default: the identity")
-    b.add_argument("--freeze-emb", action="store_true",
-                   help="--mode emb: keep E fixed; the loss is beta*CE(y, o1) + (1-beta)*CE(softmax(E[y]), o1), "
-                        "head 2 unused")
-    b.add_argument("--smoothing", type=float, default=None, metavar="EPS",
-                   help=f"--mode ls: label-smoothing epsilon, in [0, 1) (default: {SMOOTHING})")
+    for mode in modes.MODES.values():
+        add_settings(p, mode)
     return p
+
+
+_TYPES = {"number": float, "integer": int, "path": str}
+
+
+def add_settings(p: Parser, mode) -> None:
+    """The flags of ``mode``'s own settings, in a group of their own; each defaults to None (not given)."""
+    if not mode.settings:
+        return
+    g = p.add_argument_group(f"--mode {mode.name} ({mode.label}): its settings")
+    for s in mode.settings:
+        if s.kind == "flag":
+            g.add_argument(s.flag, action="store_true", default=None, help=s.help)
+        else:
+            g.add_argument(s.flag, type=_TYPES[s.kind], default=None, metavar=s.metavar,
+                           help=s.help + ("" if s.default is None else f" (default: {s.default:g})"))
+
+
+def given_settings(args: argparse.Namespace) -> dict:
+    """The mode settings given on the command line (Config says which belong to another mode)."""
+    return {s.name: getattr(args, s.name) for m in modes.MODES.values() for s in m.settings
+            if getattr(args, s.name, None) is not None}
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -104,8 +113,10 @@ def check_flags(args: argparse.Namespace) -> None:
             except ConfigError as e:
                 raise UserError(f"--num {n} is also the run's seed (no --seed given): {str(e).removeprefix('seed ')}"
                                 ) from None
-    if args.init_emb is not None and not os.path.isfile(args.init_emb):
-        raise UserError(f"--init-emb {args.init_emb}: no such file; pass the _emb.npy of an earlier emb run")
+    for key, value in given_settings(args).items():
+        s = modes.owner(key).setting(key)
+        if s.kind == "path" and not os.path.isfile(value):
+            raise UserError(f"{s.flag} {value}: no such file" + (f"; {s.hint}" if s.hint else ""))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
     if args.tensorboard is not None and not available():
@@ -116,17 +127,17 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int = 1) -> Config:
     """The resolved configuration of run ``num`` (ConfigError for values out of range)."""
+    settings = {k: os.path.abspath(v) if modes.owner(k).setting(k).kind == "path" else v
+                for k, v in given_settings(args).items()}
     cfg = recipe.config(
-        dataset=args.dataset, mode=args.mode, lr=args.lr, tau=args.tau, alpha=args.alpha, beta=args.beta,
+        dataset=args.dataset, mode=args.mode, lr=args.lr, settings=settings,
         epochs=1 if args.dry_run else args.epochs, val_size=args.val_size,
         batch_size=args.batch_size * world if args.per_rank_batch else args.batch_size,  # the global batch
         num=num, seed=num if args.seed is None else args.seed + num - args.num, world_size=world,
         dry_run=args.dry_run, quiet=args.quiet, device=args.device, results_dir=args.results_dir,
         data=args.data if args.data is not None else default_data_dir(args.dataset),
         amp=args.amp, tf32=args.tf32, channels_last=args.channels_last, compile=args.compile,
-        bn_init=args.bn_init, emb_dim=args.emb_dim,
-        init_emb=os.path.abspath(args.init_emb) if args.init_emb else None, freeze_emb=args.freeze_emb,
-        smoothing=args.smoothing, resize=args.resize)
+        bn_init=args.bn_init, resize=args.resize)
     if args.tensorboard is None:
         return cfg
     logs = os.path.join(args.tensorboard, cfg.stem) if args.tensorboard else \
@@ -206,12 +217,12 @@ def plan(cfg: Config, files: RunFiles, args: argparse.Namespace, sweep: bool) ->
     return "fresh"
 
 
-def train_one(cfg: Config, data, device, files: RunFiles, args, sweep: bool, stop: StopFlag,
-              dist: Dist = Dist()) -> dict | None:
+def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, dist: Dist = Dist()) -> dict | None:
     """One run under its lock: skipped, resumed from its checkpoint, or trained from scratch.
 
     Under torchrun every rank calls this and takes the same branch; the main rank holds the lock.
     """
+    sweep = args.runs is not None
     locked = None
     if dist.main:
         try:
@@ -261,13 +272,14 @@ def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say
         plan(cfg0, files0, args, sweep)
     data = load_dataset(cfg0.dataset, cfg0.data, val_size=cfg0.val_size, resize=cfg0.resize).to(device)
     Schedule.of(cfg0, len(data.train_y))  # the batch fits the data: checked before any file is touched
-    if cfg0.init_emb is not None:
-        load_init_emb(cfg0.init_emb, data.num_classes)  # its shape is checked before any training
+    mode = modes.get(cfg0.mode)
+    if mode.check_data is not None:  # e.g. emb: the shape of --init-emb
+        mode.check_data(cfg0, data)
     failed = []
     with StopFlag() as stop:
         for cfg, files in runs:
             try:
-                record = train_one(cfg, data, device, files, args, sweep, stop, dist)
+                record = train_one(cfg, data, device, files, args, stop, dist)
             except RunLocked as e:
                 if not sweep:
                     raise

@@ -1,25 +1,21 @@
 """A run's settings: the four recipes (SPEC §2) and one frozen, typed :class:`Config`.
 
-Each fact lives here once: the paper's hyper-parameters, every allowed range (:data:`BOUNDS`,
-checked by :func:`check`, which the command line, :class:`Config` and the loss modules all
-use), each recipe's defaults (:data:`RECIPES`), and which settings a checkpoint must share with
-the command that resumes it (the fields marked ``resume``). No torch here: the report and the
-command line's help import it without the training stack.
+Each fact lives here once: every allowed range of the recipe's numbers (:data:`BOUNDS`, checked
+by :func:`check`), each recipe's defaults (:data:`RECIPES`), and which settings a checkpoint must
+share with the command that resumes it (the fields marked ``resume``). A mode's own settings
+(LabelEmb's tau, alpha, beta, ...) are declared by the mode (:mod:`labelemb.modes`) and held in
+``Config.settings``; ``cfg.tau`` reads them like fields, and records and checkpoints store them
+beside the fields, as before.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
-from .errors import UserError
+from . import modes
+from .bounds import Bound, ConfigError, check_value
 
-# SPEC §1: the paper's hyper-parameters; SPEC §2: its optimiser.
-TAU, ALPHA, BETA = 2.0, 0.9, 0.5
-LR = 1e-3
-SMOOTHING = 0.1  # --mode ls: the usual label-smoothing epsilon (not from the paper)
-# baseline and emb are the paper's; ls (label smoothing) and ols (online label smoothing) are rivals
-MODES = ("baseline", "emb", "ls", "ols")
+LR = 1e-3  # SPEC §2: the optimiser
+DEFAULT_MODE = modes.with_role("method").name  # the paper's method, LabelEmb
 ARCHS = ("mlp", "cnn", "resnet18", "resnet8")
 BN_ARCHS = ("resnet18", "resnet8")  # the architectures with BatchNorm
 # BatchNorm scales at the start: "uniform" in [0, 1) as in PyTorch 0.2, which the authors ran (SPEC §2);
@@ -29,42 +25,9 @@ DEVICES = ("auto", "cpu", "cuda")
 REPORTED = ("final", "best_val")
 
 
-class ConfigError(UserError, ValueError):
-    """A setting outside its range: one line for the command line, a ValueError for library users."""
-
-
-@dataclass(frozen=True)
-class Bound:
-    """The allowed values of one number: ``lo``/``hi`` (None: unbounded), each end open or closed."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    hint: str = ""  # said after the error, e.g. "the paper uses 2"
-    text: str = ""  # how the range is said, when not simply from lo/hi
-    integer: bool = False  # a count (epochs, batch size, ...), not a real number
-
-    def holds(self, v) -> bool:
-        return ((self.lo is None or (v > self.lo if self.lo_open else v >= self.lo))
-                and (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)))
-
-    def describe(self) -> str:
-        if self.text:
-            return self.text
-        if self.hi is None:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
-
-
 BOUNDS = {
-    "tau": Bound(0, lo_open=True, hint="the paper uses 2"),
-    "alpha": Bound(0, 1, lo_open=True, hint="the paper uses 0.9"),
-    "beta": Bound(0, 1, hint="the paper uses 0.5"),
     "lr": Bound(0, lo_open=True, hint="the paper uses 1e-3"),
     "lr_decay": Bound(0, lo_open=True),
-    "smoothing": Bound(0, 1, hi_open=True, hint="0.1 is usual"),
-    "hard_weight": Bound(0, 1),
     "epochs": Bound(1, integer=True),
     "batch_size": Bound(1, integer=True),
     "test_batch_size": Bound(1, integer=True),
@@ -76,7 +39,6 @@ BOUNDS = {
     "seed": Bound(0, 2**64 - 3, integer=True, text="in [0, 2**64 - 3]", hint="the generators take seed + 2"),
     "runs": Bound(1, integer=True),
     "world_size": Bound(1, integer=True),
-    "emb_dim": Bound(0, integer=True, text=">= 1 (or 0 for the full n x n matrix)"),
 }
 
 
@@ -85,17 +47,7 @@ def check(name: str, value, flag: bool = False) -> None:
 
     ``flag``: name the setting as its command-line flag (``--batch-size``) in the message.
     """
-    bound = BOUNDS[name]
-    shown = "--" + name.replace("_", "-") if flag else name
-    hint = f"; {bound.hint}" if bound.hint else ""
-    kind = numbers.Integral if bound.integer else numbers.Real  # numpy scalars too
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"{shown} must be {'an integer' if bound.integer else 'a number'} {bound.describe()}, "
-                          f"got {value!r}")
-    if not isinstance(value, numbers.Integral) and not math.isfinite(value):  # (a huge int overflows isfinite)
-        raise ConfigError(f"{shown} must be a finite number {bound.describe()}, got {value}{hint}")
-    if not bound.holds(value):
-        raise ConfigError(f"{shown} must be {bound.describe()}, got {value}{hint}")
+    check_value("--" + name.replace("_", "-") if flag else name, value, BOUNDS[name])
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -137,11 +89,10 @@ class Config:
     drop_last: bool = _resume(False)
     val_size: int = _resume(0)  # first training images held out for validation
     reported: str = _resume("final")  # "final" test error, or test error at the "best_val" point
-    # The method (SPEC §1).
-    mode: str = _resume("emb")
-    tau: float = _resume(TAU)
-    alpha: float = _resume(ALPHA)
-    beta: float = _resume(BETA)
+    # The method: a mode of the table (labelemb.modes) and its own settings (defaults filled in);
+    # every one a checkpoint must share, and cfg.<name> reads it.
+    mode: str = _resume(DEFAULT_MODE)
+    settings: dict = field(default_factory=dict)
     # Which run, and where.
     seed: int = _resume(0)
     num: int = 0  # run index, part of the file names
@@ -159,27 +110,36 @@ class Config:
     compile: bool = False
     # Initialisation of BatchNorm scales: BN_INITS for the architectures with BatchNorm, None for the others.
     bn_init: str | None = _variant(None)
-    # Beyond the paper (opt-in).
-    emb_dim: int = _variant(0)
-    init_emb: str | None = _variant(None)
-    freeze_emb: bool = _variant(False)
-    smoothing: float | None = _variant(None)  # --mode ls only (SMOOTHING when not given)
-    resize: bool = _variant(False)
+    resize: bool = _variant(False)  # --dataset imagefolder: images scaled to 32x32
 
     def __post_init__(self):
-        if self.mode == "ls" and self.smoothing is None:  # the one place the epsilon's default is applied
-            object.__setattr__(self, "smoothing", SMOOTHING)
-        _choice("mode", self.mode, MODES)
+        mode = modes.get(self.mode)
+        given = dict(self.settings)
+        for key in given:
+            if mode.setting(key) is None:
+                m = modes.owner(key)
+                raise ConfigError(f"--{key.replace('_', '-')} applies to --mode {m.name} only (got --mode {self.mode})"
+                                  if m else f"mode {self.mode} has no setting {key!r}")
+        resolved = {s.name: given.get(s.name, s.default) for s in mode.settings}
+        for s in mode.settings:
+            s.check(resolved[s.name])
+        object.__setattr__(self, "settings", resolved)
         _choice("arch", self.arch, ARCHS)
         _choice("device", self.device, DEVICES)
         _choice("reported", self.reported, REPORTED)
-        for name in ("tau", "alpha", "beta", "lr", "lr_decay", "epochs", "batch_size", "test_batch_size",
-                     "evals_per_epoch", "lr_decay_every", "val_size", "num", "world_size", "emb_dim"):
+        for name in ("lr", "lr_decay", "epochs", "batch_size", "test_batch_size", "evals_per_epoch",
+                     "lr_decay_every", "val_size", "num", "seed", "world_size"):
             check(name, getattr(self, name), flag=True)
-        if self.smoothing is not None:
-            check("smoothing", self.smoothing, flag=True)
-        check("seed", self.seed, flag=True)
         self._check_combinations()
+        if mode.check is not None:
+            mode.check(self)
+
+    def __getattr__(self, name: str):
+        """A setting of the run's mode, as if it were a field: ``cfg.tau``."""
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in settings:
+            return settings[name]
+        raise AttributeError(f"{type(self).__name__} of mode {self.__dict__.get('mode')!r} has no {name!r}")
 
     def _check_combinations(self) -> None:
         if self.arch in BN_ARCHS:
@@ -187,15 +147,6 @@ class Config:
         elif self.bn_init is not None:
             raise ConfigError(f"--bn-init applies to the architectures with BatchNorm ({', '.join(BN_ARCHS)}), "
                               f"not {self.arch}")
-        for flag, given in (("--emb-dim", self.emb_dim > 0), ("--init-emb", self.init_emb is not None),
-                            ("--freeze-emb", self.freeze_emb)):
-            if given and self.mode != "emb":
-                raise ConfigError(f"{flag} applies to --mode emb only (got --mode {self.mode})")
-        if self.emb_dim > 0 and (self.init_emb is not None or self.freeze_emb):
-            raise ConfigError(f"{'--init-emb' if self.init_emb is not None else '--freeze-emb'} works on the full "
-                              "n x n matrix; it cannot be combined with --emb-dim")
-        if self.smoothing is not None and self.mode != "ls":
-            raise ConfigError(f"--smoothing applies to --mode ls only (got --mode {self.mode})")
         if self.resize and self.dataset != "imagefolder":
             raise ConfigError(f"--resize applies to --dataset imagefolder only (got --dataset {self.dataset})")
         if self.dataset == "imagefolder" and self.data is None:
@@ -210,14 +161,18 @@ class Config:
 
     @property
     def two_heads(self) -> bool:
-        """Whether a training step computes head 2 and E[y] (LabelEmb with a learned E)."""
-        return self.mode == "emb" and not self.freeze_emb
+        """Whether a training step computes head 2 and E[y] for the loss (the mode says)."""
+        return modes.get(self.mode).two_heads(self)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields and, beside them, the mode's settings (as records and checkpoints hold them)."""
+        d = asdict(self)
+        return d | d.pop("settings")
 
     def replace(self, **changes) -> "Config":
-        return replace(self, **changes)
+        """A copy with ``changes``: fields, or settings of the (new) mode by their names."""
+        return replace(self, **_split_settings(changes, dict(self.settings) if changes.get("mode", self.mode) ==
+                                               self.mode else {}))
 
     # ------------------------------------------------------------------ saved configs
     @staticmethod
@@ -230,7 +185,10 @@ class Config:
             return saved[key]
         if key == "bn_init" and saved.get("arch") in BN_ARCHS:
             return "ones"
-        return _FIELDS[key].default
+        if key in _FIELDS:
+            return _FIELDS[key].default
+        owner = modes.owner(key)
+        return owner.setting(key).default if owner else None
 
     @classmethod
     def from_record(cls, saved: dict) -> "Config":
@@ -239,15 +197,27 @@ class Config:
         is not one."""
         if not isinstance(saved, dict) or any(f not in saved for f in REQUIRED):
             raise ConfigError(f"a saved config must be a dict with {', '.join(REQUIRED)}")
-        return cls(**{k: cls.saved_setting(saved, k) for k in _FIELDS})
+        mode = modes.get(cls.saved_setting(saved, "mode"))
+        own = {s.name: cls.saved_setting(saved, s.name) for s in mode.settings}  # other modes' keys: ignored
+        return cls(**{k: cls.saved_setting(saved, k) for k in _FIELDS if k != "settings"}, settings=own)
 
     def resume_mismatch(self, saved: "Config") -> list[tuple[str, object, object]]:
-        """(key, saved value, this value) for each resume key where ``saved`` differs from this config."""
-        return [(k, getattr(saved, k), getattr(self, k)) for k in RESUME_KEYS if getattr(saved, k) != getattr(self, k)]
+        """(key, saved value, this value) for each resume key, and each of the mode's settings, where
+        ``saved`` differs from this config."""
+        diff = [(k, getattr(saved, k), getattr(self, k)) for k in RESUME_KEYS if getattr(saved, k) != getattr(self, k)]
+        if saved.mode == self.mode:
+            diff += [(k, saved.settings[k], v) for k, v in self.settings.items() if saved.settings[k] != v]
+        return diff
+
+
+def _split_settings(changes: dict, settings: dict) -> dict:
+    """``changes`` with the keys that are not Config fields moved into ``settings`` (a mode's)."""
+    extra = {k: changes.pop(k) for k in list(changes) if k not in _FIELDS}
+    return changes | {"settings": dict(changes.get("settings", settings)) | extra}
 
 
 _FIELDS = {f.name: f for f in fields(Config)}
-REQUIRED = tuple(k for k, f in _FIELDS.items() if f.default is MISSING)
+REQUIRED = tuple(k for k, f in _FIELDS.items() if f.default is MISSING and f.default_factory is MISSING)
 RESUME_KEYS = tuple(k for k, f in _FIELDS.items() if f.metadata.get("resume"))
 # Opt-in settings beyond the paper's recipe (the report warns when runs of one mode differ in one).
 VARIANT_KEYS = tuple(k for k, f in _FIELDS.items() if f.metadata.get("variant"))
@@ -278,10 +248,10 @@ class Recipe:
         return "uniform" if self.arch in BN_ARCHS else None
 
     def config(self, **changes) -> Config:
-        """This recipe's Config, with ``changes`` (any Config field) applied."""
+        """This recipe's Config, with ``changes`` (any Config field, or a setting of the mode) applied."""
         base = {k: v for k, v in asdict(self).items() if k not in ("datasets", "results_dir")}
         base.update(dataset=self.datasets[0], results_dir=self.results_dir, bn_init=self.bn_init)
-        return Config(**(base | changes))
+        return Config(**_split_settings(base | changes, {}))
 
 
 RECIPES = {

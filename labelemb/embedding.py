@@ -8,15 +8,28 @@ Usable in any PyTorch loop::
     teacher_logits, label_emb = emb(h, y)
     loss = criterion(logits, y, teacher_logits, label_emb)
 
-The five terms and where their gradients go are SPEC §1.
+The five terms and where their gradients go are SPEC §1; :func:`reference_terms` writes them out
+literally with autograd, and the tests hold :class:`LabelEmbLoss` to it. This file imports only
+torch and the standard library: copy it into your own project as it is.
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ALPHA, BETA, TAU, check
+# SPEC §1: the paper's hyper-parameters
+TAU, ALPHA, BETA = 2.0, 0.9, 0.5
+
+
+def _check(name: str, value, ok, allowed: str) -> None:
+    """ValueError naming the setting unless ``value`` is a finite number with ``ok(value)``."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy scalars too
+    if not number or not math.isfinite(value) or not ok(float(value)):
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
 
 
 class LabelEmbedding(nn.Module):
@@ -90,7 +103,8 @@ class _LabelEmbLossFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, o1, o2, e, target, tau: float, alpha: float, beta: float, b: float, world: int):
+    def forward(ctx, o1, o2, e, target, hyper: tuple[float, float, float, float, int]):
+        tau, alpha, beta, b, world = hyper
         # Written for few tensor ops (each costs a few microseconds of dispatch on a CPU, far more
         # than its arithmetic on B x n): one log_softmax and one exp for all four distributions,
         # no F.one_hot (it checks the labels' range: extra ops, and a host sync on a GPU), Python
@@ -127,7 +141,7 @@ class _LabelEmbLossFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         g_o1, g_o2, g_e = ctx.saved_tensors
-        return grad * g_o1, grad * g_o2, grad * g_e, None, None, None, None, None, None
+        return grad * g_o1, grad * g_o2, grad * g_e, None, None
 
 
 class LabelEmbLoss(nn.Module):
@@ -141,8 +155,9 @@ class LabelEmbLoss(nn.Module):
 
     def __init__(self, tau: float = TAU, alpha: float = ALPHA, beta: float = BETA):
         super().__init__()
-        for name, value in (("tau", tau), ("alpha", alpha), ("beta", beta)):
-            check(name, value)  # ValueError naming the bad one
+        _check("tau", tau, lambda v: v > 0, "> 0")
+        _check("alpha", alpha, lambda v: 0 < v <= 1, "in (0, 1]")
+        _check("beta", beta, lambda v: 0 <= v <= 1, "in [0, 1]")
         self.tau, self.alpha, self.beta = float(tau), float(alpha), float(beta)
 
     def extra_repr(self) -> str:
@@ -151,25 +166,75 @@ class LabelEmbLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor,
                 label_emb: torch.Tensor, global_batch: int | None = None) -> torch.Tensor:
         """``global_batch``: under DDP, the batch of all ranks together (see _LabelEmbLossFn)."""
-        b, world = _reduction(logits.shape[0], global_batch)
+        b, world = batch_reduction(logits.shape[0], global_batch)
         return _LabelEmbLossFn.apply(logits.float(), teacher_logits.float(), label_emb.float(), target,
-                                     self.tau, self.alpha, self.beta, b, world)
+                                     (self.tau, self.alpha, self.beta, b, world))
 
 
-class BaselineLoss(nn.Module):
-    """Mode ``baseline``: plain cross-entropy on head 1; head 2 and E are not used."""
+class SoftTargetLoss(nn.Module):
+    """``hard_weight * CE(onehot(y), o1) + (1 - hard_weight) * CE(S[y], o1)``, mean over the batch,
+    for a fixed per-class soft-target matrix S (rows are distributions).
+
+    With S = softmax(E) and ``hard_weight`` = beta it is LabelEmb's head-1 loss with E held fixed
+    (``--freeze-emb``). ``matrix`` is a buffer: it moves with ``.to()`` and is part of ``state_dict()``.
+    """
+
+    def __init__(self, matrix: torch.Tensor, hard_weight: float = 0.5):
+        super().__init__()
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
+            raise ValueError(f"matrix must be n x n with n >= 2, got shape {tuple(matrix.shape)}")
+        _check("hard_weight", hard_weight, lambda v: 0 <= v <= 1, "in [0, 1]")
+        self.hard_weight = float(hard_weight)
+        self.register_buffer("matrix", matrix.detach().float().clone())
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.matrix.shape[0]}, hard_weight={self.hard_weight}"
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *unused,
                 global_batch: int | None = None) -> torch.Tensor:
-        if global_batch is None:
-            return F.cross_entropy(logits.float(), target)
-        b, _ = _reduction(logits.shape[0], global_batch)
-        return F.cross_entropy(logits.float(), target, reduction="sum") / b
+        logp = logits.float().log_softmax(dim=1)
+        self._observe(logp, target)
+        b, _ = batch_reduction(logits.shape[0], global_batch)
+        # one CE against the mixed target w * onehot + (1 - w) * S[y]
+        mixed = self.matrix.index_select(0, target).mul(1 - self.hard_weight)
+        mixed.scatter_add_(1, target.view(-1, 1), torch.full_like(mixed[:, :1], self.hard_weight))
+        return -(mixed * logp).sum() / b
+
+    def _observe(self, logp: torch.Tensor, target: torch.Tensor) -> None:
+        """Hook for subclasses that learn from the training outputs."""
 
 
-def _reduction(local_batch: int, global_batch: int | None) -> tuple[float, int]:
-    """(divisor of batch means, multiplier of batch sums) on this process; see _LabelEmbLossFn."""
+def batch_reduction(local_batch: int, global_batch: int | None) -> tuple[float, int]:
+    """(divisor of batch means, multiplier of batch sums) on this process. One process: (B, 1).
+    Under DDP with ``global_batch`` the batch of all ranks: (global batch / world, world), so that
+    DDP's average of the ranks' gradients is the gradient of the loss over the global batch."""
     if global_batch is None:
         return float(local_batch), 1
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     return global_batch / world, world
+
+
+# ----------------------------------------------------------------------------- SPEC §1, literally
+def reference_terms(o1, o2, e, y, tau: float = TAU, alpha: float = ALPHA) -> dict[str, torch.Tensor]:
+    """SPEC §1 term by term, with autograd (stopgrad = ``.detach()``): the readable definition that
+    :class:`LabelEmbLoss` computes fast. Slow (many small ops); for checking, not for training."""
+    n = o1.shape[1]
+    onehot = F.one_hot(y, n).to(o1.dtype)
+
+    def ce(p, z):  # CE(p, z) = -sum_j p_j log softmax(z)_j, per sample
+        return -(p * F.log_softmax(z, dim=1)).sum(dim=1)
+
+    l_o1_y = ce(onehot, o1).mean()
+    l_o1_emb = ce(F.softmax(e, dim=1).detach(), o1).mean()
+    l_o2_y = ce(onehot, o2).mean()
+    m = (o2.argmax(dim=1) == y).to(o1.dtype).detach()
+    l_emb_o2 = (m * ce(F.softmax(o2 / tau, dim=1).detach(), e)).sum() / (m.sum() + 1e-8)
+    p_y = F.softmax(o2, dim=1).gather(1, y[:, None]).squeeze(1)
+    l_re = F.relu(p_y - alpha).sum()
+    return {"o1_y": l_o1_y, "o1_emb": l_o1_emb, "o2_y": l_o2_y, "emb_o2": l_emb_o2, "re": l_re}
+
+
+def reference_loss(o1, o2, e, y, tau: float = TAU, alpha: float = ALPHA, beta: float = BETA) -> torch.Tensor:
+    """The total of :func:`reference_terms`: beta*L_o1_y + (1-beta)*L_o1_emb + L_o2_y + L_emb_o2 + L_re."""
+    t = reference_terms(o1, o2, e, y, tau, alpha)
+    return beta * t["o1_y"] + (1 - beta) * t["o1_emb"] + t["o2_y"] + t["emb_o2"] + t["re"]

@@ -381,7 +381,10 @@ def plot_curve(record: dict, path: Path) -> None:
 
     curve = record["curve"]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    color = "tab:red" if record["mode"] == "emb" else "tab:blue"
+    from . import modes
+
+    mode = modes.MODES.get(record["mode"])
+    color = mode.color if mode else "tab:gray"
     ax.plot([r["epoch"] for r in curve], [r["test_error_pct"] for r in curve], color=color,
             label=f"{record['mode']} #{record['num']}")
     ax.set_xlabel("epoch")

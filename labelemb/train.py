@@ -1,10 +1,11 @@
 """The training loop shared by the four recipes.
 
 How a run flows: :func:`build` turns a :class:`~labelemb.config.Config` into the parts of a run
-(the network and its DDP/compile wrappers, optimiser, scheduler, loss, generators), restored from
-a checkpoint when one is given. :func:`run` then trains from one evaluation point to the next
-(:func:`train_steps`, each step one :func:`train_step`), evaluates there (:func:`evaluate`),
-rewrites the record, and at the end of every epoch snapshots E and writes a checkpoint.
+(the network and its DDP/compile wrappers, optimiser, scheduler, the mode's loss, generators),
+restored from a checkpoint when one is given. A :class:`Run` holds those parts with where the run
+stands; :meth:`Run.train` trains from one evaluation point to the next (each step one
+:func:`train_step`), evaluates there (:func:`evaluate`), rewrites the record, and at the end of
+every epoch snapshots E (where the mode learns one) and writes a checkpoint.
 """
 from __future__ import annotations
 
@@ -19,24 +20,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import modes
 from .config import Config
 from .dataset import Dataset
 from .device import configure, precision
 from .distributed import Dist
-from .embedding import BaselineLoss, CompressedLabelEmbedding, LabelEmbLoss
+from .embedding import CompressedLabelEmbedding
 from .errors import UserError
 from .interrupt import Interrupted, RunFailed, StopFlag, stop_agreed
 from .models import LabelEmbNet, build_model
+from .modes import StatefulLoss
 from .results import RECORD_FORMAT, RunFiles, environment, reported_metric
 from .rng import Generators, make_generators, rng_states, seed_everything, set_rng_states
-from .smoothing import LabelSmoothingLoss, OnlineLabelSmoothingLoss, SoftTargetLoss, StatefulLoss
-from .tblog import TensorBoardLog, open_log
+from .tblog import open_log
 
 CKPT_FORMAT = "labelemb-ckpt/1"
 DRY_RUN_STEPS = 3  # --dry-run: this many training steps of one epoch ...
 DRY_RUN_EVAL = 500  # ... evaluated on at most this many samples per held-out set
 SNAPSHOT_MAX_CLASSES = 1000  # --emb-dim: per-epoch n x n snapshots of E only up to this many classes
-NPY_MAGIC = b"\x93NUMPY"
 
 
 # ----------------------------------------------------------------------------- the parts of a run
@@ -54,45 +55,9 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def make_criterion(cfg: Config, model: LabelEmbNet | None = None) -> nn.Module:
-    """The loss of ``cfg.mode``; ``model`` is needed by ``ols`` (its class count) and by
-    ``--freeze-emb`` (the fixed E, read when the criterion is made)."""
-    if cfg.mode == "emb" and cfg.freeze_emb:
-        # E fixed: beta*CE(y, o1) + (1-beta)*CE(softmax(E[y]), o1), constant soft targets, head 2 unused
-        return SoftTargetLoss(model.emb.soft_targets(), hard_weight=cfg.beta)
-    if cfg.mode == "emb":
-        return LabelEmbLoss(tau=cfg.tau, alpha=cfg.alpha, beta=cfg.beta)
-    if cfg.mode == "ls":
-        return LabelSmoothingLoss(cfg.smoothing)
-    if cfg.mode == "ols":
-        return OnlineLabelSmoothingLoss(model.num_classes, hard_weight=0.5)
-    return BaselineLoss()
-
-
-def load_init_emb(path: str, num_classes: int) -> torch.Tensor:
-    """E from a saved ``.npy`` (``--init-emb``): an n x n matrix, or an emb run's per-epoch stack
-    (epochs, n, n), of which the last epoch is taken. UserError (one line) for anything else."""
-    hint = "pass the _emb.npy file of an earlier emb run"
-    try:
-        with open(path, "rb") as f:
-            if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
-                raise UserError(f"--init-emb {path}: cannot read it as a .npy array (not a .npy file: no NumPy "
-                                f"header); {hint}")
-        a = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"--init-emb {path}: cannot read it as a .npy array ({e}); {hint}") from None
-    n = num_classes
-    shape = tuple(a.shape)
-    if a.ndim == 3 and shape[0] >= 1:
-        a = a[-1]
-    if a.shape != (n, n):
-        raise UserError(f"--init-emb {path} holds an array of shape {shape}; expected ({n}, {n}) or "
-                        f"(epochs, {n}, {n}) for the {n} classes of this dataset")
-    if a.dtype.kind not in "fiu":
-        raise UserError(f"--init-emb {path} holds {a.dtype} values; expected a real n x n matrix")
-    if not np.isfinite(a).all():
-        raise UserError(f"--init-emb {path} holds non-finite values (NaN or inf); pass the embedding of "
-                        "a run that did not diverge")
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    """The loss of ``cfg.mode`` (the mode's declaration makes it); ``model``: for the modes whose loss
+    reads it (``ols``: its class count; ``--freeze-emb``: the fixed E, read when the loss is made)."""
+    return modes.get(cfg.mode).loss(cfg, model)
 
 
 @contextlib.contextmanager
@@ -131,25 +96,22 @@ def build(cfg: Config, data: Dataset, device: torch.device, dist: Dist = Dist(),
 
     With ``checkpoint`` (written by :func:`run`) they continue it: weights, optimiser, scheduler,
     generators and the loss's state are restored. Without one, the weights are initialised from
-    ``cfg.seed`` as SPEC §2 says (and E from ``cfg.init_emb`` if given).
+    ``cfg.seed`` as SPEC §2 says, and the mode may prepare the model (emb: E from ``--init-emb``).
     """
+    mode = modes.get(cfg.mode)
     configure(device, tf32=cfg.tf32)
     seed_everything(cfg.seed)
     model = build_model(cfg.arch, data.num_classes, in_channels=data.train_x.shape[1],
-                        image_size=data.train_x.shape[-1], emb_dim=cfg.emb_dim or None,
-                        bn_init=cfg.bn_init).to(device)
+                        image_size=data.train_x.shape[-1], bn_init=cfg.bn_init, **mode.model_options(cfg)).to(device)
     if checkpoint is not None:
         with restoring("model"):
             model.load_state_dict(checkpoint["model"])
-    elif cfg.init_emb:
-        with torch.no_grad():
-            model.emb.weight.copy_(load_init_emb(cfg.init_emb, data.num_classes))
-    if cfg.freeze_emb:
-        model.emb.weight.requires_grad_(False)
+    if mode.prepare_model is not None:
+        mode.prepare_model(cfg, model, checkpoint is not None)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_net = model
-    if dist.active:  # baseline, ls, ols and --freeze-emb leave head 2 and E out of the graph: tell DDP so
+    if dist.active:  # a loss on head 1 only leaves head 2 and E out of the graph: tell DDP so
         train_net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None,
             find_unused_parameters=not cfg.two_heads)
@@ -166,7 +128,7 @@ def build(cfg: Config, data: Dataset, device: torch.device, dist: Dist = Dist(),
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             set_rng_states(checkpoint["rng"], gens)
-            if isinstance(criterion, StatefulLoss):  # ols: S and the epoch's sums, counted on one rank
+            if isinstance(criterion, StatefulLoss):  # e.g. ols: S and the epoch's sums, counted on one rank
                 criterion.load_checkpoint_state(checkpoint["criterion"], carry_sums=dist.main)
     model.train()
     return Parts(model=model, train_net=train_net, eval_net=model if dist.active else train_net,
@@ -176,16 +138,17 @@ def build(cfg: Config, data: Dataset, device: torch.device, dist: Dist = Dist(),
 
 # ----------------------------------------------------------------------------- one step, one evaluation
 def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-               x: torch.Tensor, y: torch.Tensor, two_heads: bool,
-               amp_dtype: torch.dtype | None = None,
+               batch: tuple[torch.Tensor, torch.Tensor], two_heads: bool, amp_dtype: torch.dtype | None = None,
                global_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step; returns the (detached) loss and head-1 logits, without a host sync.
+    """One optimiser step on ``batch`` = (x, y); returns the (detached) loss and head-1 logits,
+    without a host sync.
 
     ``model`` is a :class:`LabelEmbNet` or a wrapper of one (torch.compile, DDP); ``two_heads``:
-    the step computes head 2 and E[y] too (LabelEmb with a learned E). With ``amp_dtype`` the forward runs under autocast,
-    the loss in fp32 (the criteria cast). ``global_batch`` (under DDP) is the batch size of all
-    ranks together, see the criteria.
+    the step computes head 2 and E[y] for the loss too (the mode says; LabelEmb with a learned E).
+    With ``amp_dtype`` the forward runs under autocast, the loss in fp32 (the criteria cast).
+    ``global_batch`` (under DDP) is the batch size of all ranks together, see the criteria.
     """
+    x, y = batch
     kw = {} if global_batch is None else {"global_batch": global_batch}
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         out = model(x, y) if two_heads else model(x)
@@ -336,126 +299,6 @@ def held_out_sets(data: Dataset, limit: int | None) -> list[tuple[str, torch.Ten
     return [(name, x[:limit], y[:limit]) for name, x, y in sets if y is not None]
 
 
-# ----------------------------------------------------------------------------- the pieces of the loop
-def epoch_order(state: RunState, gen: torch.Generator, data: Dataset) -> torch.Tensor:
-    """The epoch's order of the training images, on the data's device: drawn anew at the start of
-    an epoch, the checkpoint's when a run resumes inside one."""
-    if state.step == 0:
-        state.perm = torch.randperm(len(data.train_y), generator=gen)
-        state.epoch_start_seconds = state.train_seconds
-    return state.perm.to(data.train_y.device)
-
-
-def train_steps(parts: Parts, cfg: Config, data: Dataset, perm: torch.Tensor, state: RunState, meter: Meter,
-                until: int, stop: StopFlag | None, dist: Dist, bar: tqdm) -> bool:
-    """Train from step ``state.step`` of the epoch up to step ``until``, the epoch's order of the
-    training images being ``perm`` (on the data's device); returns True when a stop (SIGINT/SIGTERM)
-    was agreed, after the step that saw it."""
-    bs = cfg.batch_size
-    for s in range(state.step, until):
-        idx = perm[s * bs:(s + 1) * bs]  # the global batch; under DDP this rank takes a shard
-        x, y = data.train_batch(idx, parts.gens.aug, dist.shard(len(idx)) if dist.active else None)
-        loss, o1 = train_step(parts.train_net, parts.criterion, parts.optimizer, x, y, cfg.two_heads,
-                              parts.amp_dtype, len(idx) if dist.active else None)
-        meter.add(loss, o1, y, len(idx), dist.world)  # on the device: no sync per step
-        state.seen += len(idx)
-        state.step = s + 1
-        bar.update(1)
-        if stop_agreed(stop, dist, state.step, at_pause=state.step == until):
-            return True
-    return False
-
-
-def evaluation_point(parts: Parts, cfg: Config, data: Dataset, held_out: list, state: RunState, meter: Meter,
-                     steps_per_epoch: int, dist: Dist, tb: TensorBoardLog | None) -> dict:
-    """The curve's row for this point: training metrics since the last one, validation and test."""
-    loss_sum, correct = meter.take(dist)
-    row = {"epoch": round(state.epoch + state.step / steps_per_epoch, 6),
-           "step": state.epoch * steps_per_epoch + state.step,
-           "train_acc": correct / state.seen, "train_loss": loss_sum / state.seen, "val_acc": None}
-    losses = {}
-    for name, x, y in held_out:
-        acc, losses[name] = evaluate(parts.eval_net, data, x, y, cfg.test_batch_size, parts.amp_dtype, dist)
-        row[f"{name}_acc"] = acc
-        if name == "test":
-            row.update(test_loss=losses[name], test_error_pct=100.0 * (1.0 - acc))
-    row["train_seconds"] = state.train_seconds
-    state.curve.append(row)
-    state.seen = 0
-    if tb is not None:
-        tb.point(row, losses, parts.optimizer.param_groups[0]["lr"])
-    return row
-
-
-def show_progress(bar: tqdm, row: dict, cfg: Config, epoch_done: bool, dist: Dist) -> None:
-    bar.set_postfix_str(f"test err {row['test_error_pct']:.2f}%", refresh=False)
-    if epoch_done and not cfg.quiet and dist.main:
-        val = f" val acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
-        bar.write(f"epoch {math.ceil(row['epoch'])}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
-                  f"acc {row['train_acc']:.4f}{val} test acc {row['test_acc']:.4f} "
-                  f"loss {row['test_loss']:.4f} ({row['train_seconds']:.1f}s training)")
-
-
-def end_epoch(parts: Parts, state: RunState, files: RunFiles, snapshot: bool, dist: Dist,
-              tb: TensorBoardLog | None, global_step: int) -> None:
-    """The scheduler's step, the epoch's time, the loss's epoch state (OLS), E's snapshot; then
-    the state points at the start of the next epoch."""
-    parts.scheduler.step()
-    state.epoch_seconds.append(state.train_seconds - state.epoch_start_seconds)
-    if isinstance(parts.criterion, StatefulLoss):  # ols: S becomes this epoch's mean correct outputs
-        parts.criterion.end_epoch(dist)
-    if snapshot:
-        state.embeddings.append(embedding_matrix(parts.model.emb).float().cpu().numpy().copy())
-        if dist.main:
-            files.write_embedding(state.embeddings)
-        if tb is not None:
-            tb.soft_targets(parts.model.emb.soft_targets(), global_step)
-    state.epoch, state.step, state.perm = state.epoch + 1, 0, None
-
-
-def save_checkpoint(parts: Parts, cfg: Config, data: Dataset, state: RunState, meter: Meter, files: RunFiles,
-                    dist: Dist) -> None:
-    """Everything :func:`build` and :func:`run` need to continue exactly here, and which data it was
-    trained on (a resume must read the same); every rank takes part (the sums are over ranks), the
-    main one writes."""
-    extra = {"acc": meter.total(dist).cpu()}
-    if isinstance(parts.criterion, StatefulLoss):  # ols: S and the epoch's sums (over all ranks)
-        extra["criterion"] = {k: v.cpu() for k, v in parts.criterion.checkpoint_state(dist).items()}
-    if dist.main:
-        files.save_checkpoint({
-            "format": CKPT_FORMAT, "config": cfg.to_dict(), "data": data.source, "classes": data.classes,
-            "model": parts.model.state_dict(),
-            "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
-            "rng": rng_states(parts.gens), **extra, **vars(state)})
-
-
-def new_record(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, steps_per_epoch: int,
-               snapshot: bool) -> dict:
-    """The parts of the run's record that do not change while it trains."""
-    record = {"format": RECORD_FORMAT, "status": "running", "task": cfg.task, "arch": cfg.arch,
-              "dataset": cfg.dataset, "mode": cfg.mode, "num": cfg.num, "seed": cfg.seed, "dry_run": cfg.dry_run,
-              "config": cfg.to_dict(), "env": {**environment(device), "precision": precision(device, cfg.amp)},
-              "data": data.source, "classes": data.classes,
-              "steps_per_epoch": steps_per_epoch, "curve": [], "epoch_seconds": [],
-              "embedding_file": files.emb.name if snapshot else None}
-    if cfg.mode == "emb" and not snapshot:
-        record["embedding_note"] = (f"compressed embedding of {data.num_classes} classes: per-epoch snapshots of "
-                                    f"E not written (only up to {SNAPSHOT_MAX_CLASSES} classes)")
-    return record
-
-
-def write_record(record: dict, state: RunState, status: str, cfg: Config, files: RunFiles, dist: Dist,
-                 **extra) -> dict:
-    """The record as it stands, written (atomically) by the main rank; returned."""
-    secs = state.epoch_seconds
-    out = {**record, "status": status, "curve": state.curve, "epoch_seconds": secs,
-           "time_per_epoch": float(np.mean(secs)) if secs else None, "train_seconds": state.train_seconds,
-           "reported": reported_metric(state.curve, cfg.reported), **extra}
-    if dist.main:
-        files.write_record(out)
-    return out
-
-
 # ----------------------------------------------------------------------------- a run
 def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resume: dict | None = None,
         stop: StopFlag | None = None, dist: Dist = Dist()) -> dict:
@@ -465,54 +308,186 @@ def run(cfg: Config, data: Dataset, device: torch.device, files: RunFiles, resum
     the checkpoint left it (same batches, same augmentation, same curves on CPU). Under torchrun
     (``dist``) every rank calls this; only the main rank writes files.
     """
-    parts = build(cfg, data, device, dist, checkpoint=resume)
-    if dist.main:
-        files.dir.mkdir(parents=True, exist_ok=True)
-    if cfg.channels_last:
-        data = data.with_channels_last()
-    sched = Schedule.of(cfg, len(data.train_y))
-    state = RunState() if resume is None else RunState.from_checkpoint(resume)
-    done = state.epoch * sched.steps + state.step
-    # the checkpoint holds the sums of all ranks: one rank carries them on
-    meter = Meter(device, done, resume["acc"] if resume and dist.main else None)
-    held_out = held_out_sets(data, DRY_RUN_EVAL if cfg.dry_run else None)
-    snapshot = cfg.mode == "emb" and embedding_matrix(parts.model.emb) is not None  # not for a big compressed E
-    record = new_record(cfg, data, device, files, sched.steps, snapshot)
-    perm = None  # state.perm on the data's device (copied there once per epoch)
-    # a resumed TensorBoard log hides what the interrupted process logged after its checkpoint
-    with tqdm(total=cfg.epochs * sched.steps, initial=done, unit="step", disable=cfg.quiet or not dist.main,
-              dynamic_ncols=True, mininterval=1.0, desc=f"{cfg.dataset} {cfg.arch} {cfg.mode} #{cfg.num}") as bar, \
-            open_log(cfg.tensorboard if dist.main else None, purge_step=done + 1) as tb:
-        clock = Clock(device)
-        while state.epoch < cfg.epochs:
-            if state.step == 0 or perm is None:  # a new epoch, or the first steps of a resumed one
-                perm = epoch_order(state, parts.gens.data, data)
-            until = sched.next_point(state.step)
-            stopping = train_steps(parts, cfg, data, perm, state, meter, until, stop, dist, bar)
-            state.train_seconds += clock.stop()
-            error = meter.nonfinite_error(dist, sched.steps, files.what_is_kept())
-            if error:
-                write_record(record, state, "failed", cfg, files, dist, error=error)
-                raise RunFailed(error)
-            if state.step == until:
-                row = evaluation_point(parts, cfg, data, held_out, state, meter, sched.steps, dist, tb)
-                show_progress(bar, row, cfg, state.step == sched.steps, dist)
-            if state.step == sched.steps:
-                end_epoch(parts, state, files, snapshot, dist, tb, (state.epoch + 1) * sched.steps)
-                save_checkpoint(parts, cfg, data, state, meter, files, dist)
-                stopping = state.epoch < cfg.epochs and stop_agreed(stop, dist, 0, at_pause=True)
-            elif stopping:
-                save_checkpoint(parts, cfg, data, state, meter, files, dist)
-            if stopping:
-                write_record(record, state, "interrupted", cfg, files, dist)
-                raise Interrupted(stop.requested)
-            if state.epoch < cfg.epochs:
-                write_record(record, state, "running", cfg, files, dist)
-            clock.start()
-        final = write_record(record, state, "complete", cfg, files, dist)
-        if tb is not None:
-            tb.finish(cfg.to_dict(), final["reported"])
-    if dist.main:
-        files.write_plot(final)
-        files.prev_ckpt.unlink(missing_ok=True)  # the last checkpoint (the trained model) is kept
-    return final
+    return Run(cfg, data, device, files, resume, stop, dist).train()
+
+
+class Run:
+    """One run in progress: its settings, data and parts (:func:`build`), where it stands
+    (:class:`RunState`, :class:`Meter`), its record and outputs. :meth:`train` is the loop; the
+    other methods are its pieces."""
+
+    def __init__(self, cfg: Config, data: Dataset, device: torch.device, files: RunFiles,
+                 resume: dict | None = None, stop: StopFlag | None = None, dist: Dist = Dist()):
+        self.cfg, self.device, self.files, self.stop, self.dist = cfg, device, files, stop, dist
+        self.parts = build(cfg, data, device, dist, checkpoint=resume)
+        if dist.main:
+            files.dir.mkdir(parents=True, exist_ok=True)
+        self.data = data.with_channels_last() if cfg.channels_last else data
+        self.sched = Schedule.of(cfg, len(data.train_y))
+        self.state = RunState() if resume is None else RunState.from_checkpoint(resume)
+        # the checkpoint holds the sums of all ranks: one rank carries them on
+        self.meter = Meter(device, self.steps_done, resume["acc"] if resume and dist.main else None)
+        self.held_out = held_out_sets(data, DRY_RUN_EVAL if cfg.dry_run else None)
+        # E after every epoch, where the mode learns one (not for a big compressed E)
+        self.snapshot = modes.get(cfg.mode).snapshots_embedding and embedding_matrix(self.parts.model.emb) is not None
+        self.record = self.new_record()
+        self.perm = None  # state.perm on the data's device (copied there once per epoch)
+        self.tb = None  # the TensorBoard log while training, if any
+
+    @property
+    def steps_done(self) -> int:
+        return self.state.epoch * self.sched.steps + self.state.step
+
+    def train(self) -> dict:
+        """Train to the end (or a stop); the final record."""
+        cfg, state, sched, dist = self.cfg, self.state, self.sched, self.dist
+        # a resumed TensorBoard log hides what the interrupted process logged after its checkpoint
+        with tqdm(total=cfg.epochs * sched.steps, initial=self.steps_done, unit="step", dynamic_ncols=True,
+                  disable=cfg.quiet or not dist.main, mininterval=1.0,
+                  desc=f"{cfg.dataset} {cfg.arch} {cfg.mode} #{cfg.num}") as bar, \
+                open_log(cfg.tensorboard if dist.main else None, purge_step=self.steps_done + 1) as self.tb:
+            clock = Clock(self.device)
+            while state.epoch < cfg.epochs:
+                if state.step == 0 or self.perm is None:  # a new epoch, or the first steps of a resumed one
+                    self.perm = self.epoch_order()
+                until = sched.next_point(state.step)
+                stopping = self.train_steps(until, bar)
+                state.train_seconds += clock.stop()
+                error = self.meter.nonfinite_error(dist, sched.steps, self.files.what_is_kept())
+                if error:
+                    self.write_record("failed", error=error)
+                    raise RunFailed(error)
+                if state.step == until:
+                    self.show_progress(bar, self.evaluation_point())
+                if state.step == sched.steps:
+                    self.end_epoch()
+                    self.save_checkpoint()
+                    stopping = state.epoch < cfg.epochs and stop_agreed(self.stop, dist, 0, at_pause=True)
+                elif stopping:
+                    self.save_checkpoint()
+                if stopping:
+                    self.write_record("interrupted")
+                    raise Interrupted(self.stop.requested)
+                if state.epoch < cfg.epochs:
+                    self.write_record("running")
+                clock.start()
+            final = self.write_record("complete")
+            if self.tb is not None:
+                self.tb.finish(cfg.to_dict(), final["reported"])
+        if dist.main:
+            self.files.write_plot(final)
+            self.files.prev_ckpt.unlink(missing_ok=True)  # the last checkpoint (the trained model) is kept
+        return final
+
+    # ------------------------------------------------------------------ the pieces of the loop
+    def epoch_order(self) -> torch.Tensor:
+        """The epoch's order of the training images, on the data's device: drawn anew at the start of
+        an epoch, the checkpoint's when a run resumes inside one."""
+        state = self.state
+        if state.step == 0:
+            state.perm = torch.randperm(len(self.data.train_y), generator=self.parts.gens.data)
+            state.epoch_start_seconds = state.train_seconds
+        return state.perm.to(self.data.train_y.device)
+
+    def train_steps(self, until: int, bar: tqdm) -> bool:
+        """Train from step ``state.step`` of the epoch up to step ``until``; returns True when a stop
+        (SIGINT/SIGTERM) was agreed, after the step that saw it."""
+        parts, state, dist, bs = self.parts, self.state, self.dist, self.cfg.batch_size
+        two_heads = self.cfg.two_heads
+        for s in range(state.step, until):
+            idx = self.perm[s * bs:(s + 1) * bs]  # the global batch; under DDP this rank takes a shard
+            x, y = self.data.train_batch(idx, parts.gens.aug, dist.shard(len(idx)) if dist.active else None)
+            loss, o1 = train_step(parts.train_net, parts.criterion, parts.optimizer, (x, y), two_heads,
+                                  parts.amp_dtype, len(idx) if dist.active else None)
+            self.meter.add(loss, o1, y, len(idx), dist.world)  # on the device: no sync per step
+            state.seen += len(idx)
+            state.step = s + 1
+            bar.update(1)
+            if stop_agreed(self.stop, dist, state.step, at_pause=state.step == until):
+                return True
+        return False
+
+    def evaluation_point(self) -> dict:
+        """The curve's row for this point: training metrics since the last one, validation and test."""
+        parts, state, steps = self.parts, self.state, self.sched.steps
+        loss_sum, correct = self.meter.take(self.dist)
+        row = {"epoch": round(state.epoch + state.step / steps, 6), "step": state.epoch * steps + state.step,
+               "train_acc": correct / state.seen, "train_loss": loss_sum / state.seen, "val_acc": None}
+        losses = {}
+        for name, x, y in self.held_out:
+            acc, losses[name] = evaluate(parts.eval_net, self.data, x, y, self.cfg.test_batch_size, parts.amp_dtype,
+                                         self.dist)
+            row[f"{name}_acc"] = acc
+            if name == "test":
+                row.update(test_loss=losses[name], test_error_pct=100.0 * (1.0 - acc))
+        row["train_seconds"] = state.train_seconds
+        state.curve.append(row)
+        state.seen = 0
+        if self.tb is not None:
+            self.tb.point(row, losses, parts.optimizer.param_groups[0]["lr"])
+        return row
+
+    def show_progress(self, bar: tqdm, row: dict) -> None:
+        cfg = self.cfg
+        bar.set_postfix_str(f"test err {row['test_error_pct']:.2f}%", refresh=False)
+        if self.state.step == self.sched.steps and not cfg.quiet and self.dist.main:
+            val = f" val acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
+            bar.write(f"epoch {math.ceil(row['epoch'])}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
+                      f"acc {row['train_acc']:.4f}{val} test acc {row['test_acc']:.4f} "
+                      f"loss {row['test_loss']:.4f} ({row['train_seconds']:.1f}s training)")
+
+    def end_epoch(self) -> None:
+        """The scheduler's step, the epoch's time, the loss's epoch state, E's snapshot; then the
+        state points at the start of the next epoch."""
+        parts, state, dist = self.parts, self.state, self.dist
+        parts.scheduler.step()
+        state.epoch_seconds.append(state.train_seconds - state.epoch_start_seconds)
+        if isinstance(parts.criterion, StatefulLoss):  # e.g. ols: S becomes this epoch's mean correct outputs
+            parts.criterion.end_epoch(dist)
+        if self.snapshot:
+            state.embeddings.append(embedding_matrix(parts.model.emb).float().cpu().numpy().copy())
+            if dist.main:
+                self.files.write_embedding(state.embeddings)
+            if self.tb is not None:
+                self.tb.soft_targets(parts.model.emb.soft_targets(), (state.epoch + 1) * self.sched.steps)
+        state.epoch, state.step, state.perm = state.epoch + 1, 0, None
+
+    def save_checkpoint(self) -> None:
+        """Everything :func:`build` and :class:`Run` need to continue exactly here, and which data it
+        was trained on (a resume must read the same); every rank takes part (the sums are over
+        ranks), the main one writes."""
+        parts, dist = self.parts, self.dist
+        extra = {"acc": self.meter.total(dist).cpu()}
+        if isinstance(parts.criterion, StatefulLoss):  # e.g. ols: S and the epoch's sums (over all ranks)
+            extra["criterion"] = {k: v.cpu() for k, v in parts.criterion.checkpoint_state(dist).items()}
+        if dist.main:
+            self.files.save_checkpoint({
+                "format": CKPT_FORMAT, "config": self.cfg.to_dict(), "data": self.data.source,
+                "classes": self.data.classes, "model": parts.model.state_dict(),
+                "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+                "rng": rng_states(parts.gens), **extra, **vars(self.state)})
+
+    def new_record(self) -> dict:
+        """The parts of the run's record that do not change while it trains."""
+        cfg, data = self.cfg, self.data
+        record = {"format": RECORD_FORMAT, "status": "running", "task": cfg.task, "arch": cfg.arch,
+                  "dataset": cfg.dataset, "mode": cfg.mode, "num": cfg.num, "seed": cfg.seed, "dry_run": cfg.dry_run,
+                  "config": cfg.to_dict(),
+                  "env": {**environment(self.device), "precision": precision(self.device, cfg.amp)},
+                  "data": data.source, "classes": data.classes, "steps_per_epoch": self.sched.steps, "curve": [],
+                  "epoch_seconds": [], "embedding_file": self.files.emb.name if self.snapshot else None}
+        if modes.get(cfg.mode).snapshots_embedding and not self.snapshot:
+            record["embedding_note"] = (f"compressed embedding of {data.num_classes} classes: per-epoch snapshots "
+                                        f"of E not written (only up to {SNAPSHOT_MAX_CLASSES} classes)")
+        return record
+
+    def write_record(self, status: str, **extra) -> dict:
+        """The record as it stands, written (atomically) by the main rank; returned."""
+        state = self.state
+        secs = state.epoch_seconds
+        out = {**self.record, "status": status, "curve": state.curve, "epoch_seconds": secs,
+               "time_per_epoch": float(np.mean(secs)) if secs else None, "train_seconds": state.train_seconds,
+               "reported": reported_metric(state.curve, self.cfg.reported), **extra}
+        if self.dist.main:
+            self.files.write_record(out)
+        return out

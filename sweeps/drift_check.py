@@ -3,7 +3,7 @@
     python3 sweeps/drift_check.py save    /tmp/drift_before   # before the change
     python3 sweeps/drift_check.py compare /tmp/drift_before   # after it: exit 1 on any difference
 
-The runs: ``mlp.py --dataset fashion-mnist --epochs 1 --seed 3`` in baseline and emb mode, and a
+The runs: ``mlp.py --dataset fashion-mnist --epochs 1 --seed 3`` in the reference mode and the paper's, and a
 ``--dry-run`` of each of the four scripts (MNIST scripts on Fashion-MNIST, the CIFAR scripts on
 tiny files in the real pickle format, written by the tests' ``make_cifar``). Compared bitwise:
 every curve value except ``train_seconds`` (a clock), the reported error, E per epoch
@@ -19,10 +19,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from labelemb import modes  # noqa: E402  (the modes by their roles: no mode is named outside the package)
+
+BASE, METHOD = modes.with_role("reference").name, modes.with_role("method").name
 FASHION = ["--dataset", "fashion-mnist"]
 RUNS = {  # name -> (script, flags)
-    "mlp_baseline": ("mlp.py", FASHION + ["--epochs", "1", "--seed", "3", "--mode", "baseline"]),
-    "mlp_emb": ("mlp.py", FASHION + ["--epochs", "1", "--seed", "3", "--mode", "emb"]),
+    "mlp_baseline": ("mlp.py", FASHION + ["--epochs", "1", "--seed", "3", "--mode", BASE]),
+    "mlp_emb": ("mlp.py", FASHION + ["--epochs", "1", "--seed", "3", "--mode", METHOD]),
     "dry_mlp": ("mlp.py", FASHION + ["--dry-run"]),
     "dry_cnn": ("cnn.py", FASHION + ["--dry-run"]),
     "dry_cifar10": ("cifar10.py", ["--dry-run"]),
@@ -64,7 +68,7 @@ def numbers(folder: Path) -> dict:
         emb = rec_path.with_name(rec_path.stem + "_emb.npy")
         ckpt = torch.load(rec_path.with_suffix(".ckpt"), map_location="cpu", weights_only=False)
         out[key] = {"curve": curve, "reported": rec["reported"]["test_error_pct"],
-                    "emb": np.load(emb).tobytes().hex() if emb.exists() else None,
+                    "embedding": np.load(emb).tobytes().hex() if emb.exists() else None,
                     "weights": {k: v.numpy().tobytes().hex() for k, v in ckpt["model"].items()}}
     return out
 
@@ -87,7 +91,7 @@ def main(argv: list[str]) -> int:
     a, b = numbers(folder), numbers(after)
     bad = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     for k in bad:
-        parts = [p for p in ("curve", "reported", "emb", "weights") if (a.get(k) or {}).get(p) != (b.get(k) or {}).get(p)]
+        parts = [p for p in ("curve", "reported", "embedding", "weights") if (a.get(k) or {}).get(p) != (b.get(k) or {}).get(p)]
         print(f"DIFFERS: {k}: {', '.join(parts) or 'missing on one side'}")
     print(f"{len(a)} runs compared: {'bitwise identical' if not bad else f'{len(bad)} differ'}")
     return 1 if bad else 0

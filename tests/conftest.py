@@ -1,5 +1,5 @@
 """Shared test helpers: tiny datasets in the real on-disk formats (so the real loading code runs),
-the one way to run an entry script, and the literal transcription of SPEC §1's loss terms."""
+the one way to run an entry script, and SPEC §1's loss terms written out (labelemb.embedding)."""
 from __future__ import annotations
 
 import gzip
@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the package, as the entry scripts find it
@@ -121,22 +120,8 @@ class StopAfter:
 
 
 # ----------------------------------------------------------------------------- SPEC §1, literally
-def spec_terms(o1, o2, e, y, tau=2.0, alpha=0.9):
-    """SPEC §1, term by term, with autograd (stopgrad = .detach())."""
-    n = o1.shape[1]
-    onehot = F.one_hot(y, n).to(o1.dtype)
-
-    def ce(p, z):  # CE(p, z) = -sum_j p_j log softmax(z)_j, per sample
-        return -(p * F.log_softmax(z, dim=1)).sum(dim=1)
-
-    l_o1_y = ce(onehot, o1).mean()
-    l_o1_emb = ce(F.softmax(e, dim=1).detach(), o1).mean()
-    l_o2_y = ce(onehot, o2).mean()
-    m = (o2.argmax(dim=1) == y).to(o1.dtype).detach()
-    l_emb_o2 = (m * ce(F.softmax(o2 / tau, dim=1).detach(), e)).sum() / (m.sum() + 1e-8)
-    p_y = F.softmax(o2, dim=1).gather(1, y[:, None]).squeeze(1)
-    l_re = F.relu(p_y - alpha).sum()
-    return {"o1_y": l_o1_y, "o1_emb": l_o1_emb, "o2_y": l_o2_y, "emb_o2": l_emb_o2, "re": l_re}
+# The literal autograd transcription of SPEC §1 lives beside the loss, as its reference implementation.
+from labelemb.embedding import reference_terms as spec_terms  # noqa: E402
 
 
 def grads_of(loss, groups: dict) -> dict:

@@ -9,10 +9,11 @@ import pytest
 
 from conftest import ROOT, make_mnist, run_script
 from labelemb.cli import build_parser, make_config
-from labelemb.config import BOUNDS, RECIPES, RESUME_KEYS, VARIANT_KEYS, Config, ConfigError, check
+from labelemb import modes
+from labelemb.config import RECIPES, RESUME_KEYS, VARIANT_KEYS, Config, ConfigError, check
 from labelemb.embedding import LabelEmbLoss
 from labelemb.errors import UserError
-from labelemb.smoothing import LabelSmoothingLoss
+from labelemb.modes.smoothing import LabelSmoothingLoss
 
 
 def test_recipes_are_spec_section_2():
@@ -55,14 +56,16 @@ def test_losses_use_the_same_checks():
         check("runs", 0)
 
 
-def test_resume_keys_come_from_the_fields():
+def test_resume_keys_come_from_the_fields_and_the_modes_settings():
     names = {f.name for f in fields(Config)}
     assert set(RESUME_KEYS) <= names
-    assert {"tau", "alpha", "beta", "lr", "batch_size", "seed", "mode", "emb_dim", "amp"} <= set(RESUME_KEYS)
+    assert {"lr", "batch_size", "seed", "mode", "amp"} <= set(RESUME_KEYS)
     assert not {"num", "quiet", "results_dir", "device", "data", "compile", "world_size"} & set(RESUME_KEYS)
     assert set(VARIANT_KEYS) <= set(RESUME_KEYS)
     a = RECIPES["mlp"].config()
-    assert a.resume_mismatch(a.replace(beta=0.3, num=7)) == [("beta", 0.3, 0.5)]
+    assert a.resume_mismatch(a.replace(beta=0.3, num=7)) == [("beta", 0.3, 0.5)]  # a setting of the mode
+    assert a.resume_mismatch(a.replace(emb_dim=8)) == [("emb_dim", 8, 0)]
+    assert a.resume_mismatch(a.replace(mode="ls")) == [("mode", "ls", "emb")]
 
 
 def test_every_committed_record_loads():
@@ -77,7 +80,7 @@ def test_every_committed_record_loads():
 
 def test_older_records_get_the_defaults_of_later_keys():
     new = RECIPES["mlp"].config(dataset="fashion-mnist")
-    old = {k: v for k, v in new.to_dict().items() if k not in VARIANT_KEYS}
+    old = {k: v for k, v in new.to_dict().items() if k not in (*VARIANT_KEYS, "emb_dim", "init_emb", "freeze_emb")}
     old["a_key_from_the_future"] = 1
     assert Config.from_record(old) == new
     with pytest.raises(ConfigError, match="--tau must be"):
@@ -89,7 +92,7 @@ def test_flags_give_the_config(tmp_path):
                                                     "--data", str(tmp_path)])
     cfg = make_config(RECIPES["mlp"], args, 5)
     assert (cfg.seed, cfg.num, cfg.epochs, cfg.smoothing, cfg.dry_run) == (12, 5, 1, 0.1, True)
-    assert BOUNDS["smoothing"].holds(cfg.smoothing)
+    assert modes.get("ls").setting("smoothing").bound.holds(cfg.smoothing)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -97,7 +97,7 @@ def test_no_host_sync_in_the_training_step(task, mode, device):
     def step(i: int) -> None:
         idx = perm[i * bs:(i + 1) * bs]
         xb, yb = data.train_batch(idx, parts.gens.aug)
-        loss, o1 = train_step(parts.train_net, parts.criterion, parts.optimizer, xb, yb, cfg.two_heads,
+        loss, o1 = train_step(parts.train_net, parts.criterion, parts.optimizer, (xb, yb), cfg.two_heads,
                               parts.amp_dtype)
         meter.add(loss, o1, yb, bs, 1)
 

@@ -92,7 +92,7 @@ def test_ten_thousand_classes_memory_and_one_step():
         y = model.emb.head(model.backbone(x)).argmax(1)  # head 2 right: E gets a gradient
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss, o1 = train_step(model, LabelEmbLoss(), opt, x, y, two_heads=True)
+    loss, o1 = train_step(model, LabelEmbLoss(), opt, (x, y), two_heads=True)
     assert torch.isfinite(loss) and o1.shape == (8, n)
     after = model.state_dict()
     moved = set(torch.nonzero((after["emb.code.weight"] - before["emb.code.weight"]).abs().sum(1)).flatten().tolist())

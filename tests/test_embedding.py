@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import grads_of, reaches, spec_terms, zero_or_none
-from labelemb.embedding import BaselineLoss, LabelEmbedding, LabelEmbLoss
+from labelemb.embedding import LabelEmbedding, LabelEmbLoss
+from labelemb.modes.baseline import BaselineLoss
 from labelemb.models import build_model
 
 

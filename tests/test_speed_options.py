@@ -76,7 +76,7 @@ def _losses(arch, mode, shape, batch, steps, device="cpu", **option):
         x, y = data.train_batch(torch.arange(s * batch, (s + 1) * batch, device=device), gen)
         if option.get("channels_last"):  # ... and the data
             assert x.is_contiguous(memory_format=CL) and (shape[0] == 1 or not x.is_contiguous())
-        loss, _ = train_step(parts.train_net, parts.criterion, parts.optimizer, x, y, cfg.two_heads, parts.amp_dtype)
+        loss, _ = train_step(parts.train_net, parts.criterion, parts.optimizer, (x, y), cfg.two_heads, parts.amp_dtype)
         out.append(loss.item())
     assert all(torch.isfinite(torch.tensor(out)))
     return torch.tensor(out, dtype=torch.float64)

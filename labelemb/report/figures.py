@@ -12,10 +12,10 @@ import numpy as np
 from ..results import atomic_write
 from .groups import Group
 from .paper import PAPER
-from .records import BASE_MODE, EMB_MODE, MODE_NAMES, mode_order
+from .. import modes as table
+from .records import mode_label, mode_order
 
-MODE_COLORS = {BASE_MODE: "tab:blue", EMB_MODE: "tab:red"}
-OTHER_COLORS = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+OTHER_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")  # modes not in the table
 PANEL_INCHES = (6.0, 4.0)
 PANELS_PER_ROW = 3
 HEATMAP_INCHES = (8.0, 7.0)
@@ -63,7 +63,7 @@ def plot_curves(groups: list[Group], path: Path) -> None:
         others = iter(OTHER_COLORS * 3)
         tops, lows = [], []
         for mode in mode_order(g.by_mode):
-            color = MODE_COLORS.get(mode) or next(others)
+            color = table.MODES[mode].color if mode in table.MODES else next(others)
             runs = sorted(g.by_mode[mode], key=lambda r: r.num)
             for r in runs:
                 if r.curve:
@@ -72,7 +72,7 @@ def plot_curves(groups: list[Group], path: Path) -> None:
             xs, ys = mean_curve([r.curve for r in runs])
             if xs:
                 ax.plot(xs, ys, color=color, linewidth=2.2,
-                        label=f"{MODE_NAMES.get(mode, mode)} (mean of {len(runs)})")
+                        label=f"{mode_label(mode)} (mean of {len(runs)})")
                 tops += [y for x, y in zip(xs, ys) if x >= 0.1 * xs[-1]]
         if tops and lows:  # zoom past the first tenth of training, as the paper's figures do
             lo, hi = min(lows), max(tops)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import modes as table
 from ..config import VARIANT_KEYS, Config
 from ..errors import UserError
 from .embeddings import _norm_name, heatmap_classes, load_soft_targets
@@ -15,10 +16,10 @@ from .records import BASE_MODE, EMB_MODE, Run
 from .stats import (AgainstPaper, ModeStats, Paired, Summary, compare_modes, mode_against_paper,
                     reduction_against_paper, summarise)
 
-# Config keys that should agree between runs of one group (tau/alpha/beta: between non-baseline runs).
+# Config keys that should agree between runs of one group; the runs of one mode should also agree in
+# the opt-in variants and in the mode's own settings (labelemb.modes).
 SHARED_KEYS = ("arch", "lr", "lr_decay_every", "lr_decay", "epochs", "batch_size", "evals_per_epoch",
                "drop_last", "val_size", "reported")
-EMB_KEYS = ("tau", "alpha", "beta")
 
 
 @dataclass
@@ -68,14 +69,13 @@ def config_notes(by_mode: dict[str, list[Run]]) -> list[str]:
     """Warnings where runs of one group were trained with different settings."""
     notes = []
     all_runs = [r for runs in by_mode.values() for r in runs]
-    checks = [(SHARED_KEYS, all_runs), (EMB_KEYS, [r for r in all_runs if r.mode != BASE_MODE])]
-    for keys, runs in checks:
-        for k in keys:
-            values = sorted({json.dumps(r.config.get(k)) for r in runs})
-            if len(values) > 1:
-                notes.append(f"runs differ in config {k!r}: {', '.join(values)}")
+    for k in SHARED_KEYS:
+        values = sorted({json.dumps(r.config.get(k)) for r in all_runs})
+        if len(values) > 1:
+            notes.append(f"runs differ in config {k!r}: {', '.join(values)}")
     for mode, runs in by_mode.items():
-        for k in VARIANT_KEYS:  # a record written before a setting existed: what the older code ran with
+        own = [s.name for s in table.MODES[mode].settings] if mode in table.MODES else []
+        for k in (*VARIANT_KEYS, *own):  # a record written before a setting existed: what the older code ran with
             values = sorted({json.dumps(Config.saved_setting(r.config, k)) for r in runs})
             if len(values) > 1:
                 notes.append(f"{mode} runs differ in config {k!r}: {', '.join(values)}")

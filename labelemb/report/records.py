@@ -6,17 +6,23 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import modes as table
 from ..results import RECORD_FORMAT
 
-BASE_MODE = "baseline"
-EMB_MODE = "emb"
-MODE_NAMES = {BASE_MODE: "baseline", EMB_MODE: "LabelEmb"}
+BASE_MODE = table.with_role("reference").name  # what every mode is compared to (the baseline)
+EMB_MODE = table.with_role("method").name  # the paper's method (LabelEmb)
+
+
+def mode_label(mode: str) -> str:
+    """How the report names a mode: its declared label, or its name for a mode not in the table."""
+    return table.MODES[mode].label if mode in table.MODES else mode
 
 
 def mode_order(modes) -> list[str]:
-    """baseline first, emb second, then any other mode alphabetically."""
-    rank = {BASE_MODE: 0, EMB_MODE: 1}
-    return sorted(modes, key=lambda m: (rank.get(m, 2), m))
+    """The table's order (the reference first, the paper's method second, then the rivals), then any
+    mode not in the table alphabetically."""
+    rank = {m: i for i, m in enumerate(table.MODES)}  # the table lists them in that order
+    return sorted(modes, key=lambda m: (rank.get(m, len(rank)), m))
 
 
 @dataclass

@@ -9,7 +9,7 @@ from ..fingerprints import EXPECTED
 from .embeddings import NEAREST_K, nearest_classes
 from .groups import Group, _nums
 from .paper import PAPER, PAPER_RUNS
-from .records import BASE_MODE, MODE_NAMES
+from .records import BASE_MODE, mode_label
 from .stats import AgainstPaper, BestTest
 
 
@@ -52,7 +52,7 @@ def group_table(g: Group) -> str:
     base_paper = PAPER[g.key][1].get(BASE_MODE) if paper_name else None
     rows = []
     for s in g.stats:
-        row = [MODE_NAMES.get(s.mode, s.mode), str(len(s.errors)), f"{s.mean:.2f} ± {_fmt(s.std)}",
+        row = [mode_label(s.mode), str(len(s.errors)), f"{s.mean:.2f} ± {_fmt(s.std)}",
                "–" if s.reduction_pp is None else f"{s.reduction_pp:+.2f}",
                "–" if s.reduction_rel_pct is None else f"{s.reduction_rel_pct:+.1f} %",
                _fmt_p(s.welch and s.welch.p), _fmt(s.time_per_epoch)]
@@ -94,7 +94,7 @@ def comparison_table(g: Group) -> str:
     """Every mode against every other: paired differences over shared runs, with the unpaired test beside."""
     if not g.pairs:
         return ""
-    rows = [[f"{MODE_NAMES.get(c.b, c.b)} vs {MODE_NAMES.get(c.a, c.a)}", str(c.pairs), str(c.unpaired),
+    rows = [[f"{mode_label(c.b)} vs {mode_label(c.a)}", str(c.pairs), str(c.unpaired),
              "–" if c.mean_diff is None else f"{c.mean_diff:+.3f}",
              "–" if c.ci is None else f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]", _fmt_p(c.p), _fmt_p(c.welch and c.welch.p)]
              for c in g.pairs]
@@ -129,7 +129,7 @@ def verdict(a: AgainstPaper) -> str:
         if a.covers_zero:
             return "Reproduced: our reduction agrees with the paper's."
         return ("Not reproduced: our reduction is " + ("larger" if a.diff > 0 else "smaller") + " than the paper's.")
-    name = MODE_NAMES.get(a.what, a.what)
+    name = mode_label(a.what)
     if a.covers_zero:
         return f"Reproduced: our {name} error agrees with the paper's."
     return f"Not reproduced: our {name} error is " + ("higher" if a.diff > 0 else "lower") + " than the paper's."
@@ -139,7 +139,7 @@ def _paper_cells(a: AgainstPaper) -> list[str]:
     if a.what == "reduction":
         return ["reduction: baseline − LabelEmb", f"{a.paper.mean:+.2f} {_ci(a.paper_ci)}",
                 f"{a.ours.mean:+.2f} {_ci(a.ours_ci)} ({a.ours.n} pairs)"]
-    return [MODE_NAMES.get(a.what, a.what), f"{a.paper.mean:.2f} ± {a.paper.std:.2f}",
+    return [mode_label(a.what), f"{a.paper.mean:.2f} ± {a.paper.std:.2f}",
             f"{a.ours.mean:.2f} ± {_fmt(a.ours.std)} ({a.ours.n} runs)"]
 
 

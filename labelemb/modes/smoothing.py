@@ -1,18 +1,15 @@
-"""Soft-label losses beside LabelEmb, on head 1 only, for the same models and recipe.
+"""Soft-label rivals of LabelEmb on head 1 only, for the same models and recipe.
 
-- :class:`LabelSmoothingLoss` (``--mode ls``): ``(1 - eps) * CE(y, o1) + eps * CE(uniform, o1)``,
+- ``--mode ls``, :class:`LabelSmoothingLoss`: ``(1 - eps) * CE(y, o1) + eps * CE(uniform, o1)``,
   the same as ``F.cross_entropy(o1, y, label_smoothing=eps)``.
-- :class:`SoftTargetLoss`: ``w * CE(y, o1) + (1 - w) * CE(S[y], o1)`` for a fixed per-class
-  soft-target matrix S (rows sum to 1). ``--freeze-emb`` uses it with S = softmax(E) and
-  w = beta: LabelEmb's head-1 loss with a fixed embedding (head 2 unused).
-- :class:`OnlineLabelSmoothingLoss` (``--mode ols``): online label smoothing (Zhang et al.,
+- ``--mode ols``, :class:`OnlineLabelSmoothingLoss`: online label smoothing (Zhang et al.,
   "Delving Deep into Label Smoothing", IEEE TIP 2021). S starts uniform; during an epoch the
   softmax outputs of the training samples that head 1 classifies correctly are summed per
   class; at the end of the epoch (:meth:`~OnlineLabelSmoothingLoss.end_epoch`) each row of S
   becomes the mean of its class's sums. The loss is ``0.5 * CE(y, o1) + 0.5 * CE(S[y], o1)``
   with the previous epoch's S.
 
-All take ``global_batch`` like the LabelEmb criteria: under DDP the per-batch means are taken
+Both take ``global_batch`` like the LabelEmb criteria: under DDP the per-batch means are taken
 over the global batch, so DDP's gradient average equals the one-process gradient.
 """
 from __future__ import annotations
@@ -20,25 +17,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import SMOOTHING, check
-from .embedding import _reduction
+from ..bounds import Bound
+from ..embedding import SoftTargetLoss
+from .base import Mode, Setting, StatefulLoss, batch_reduction
 
-
-class StatefulLoss(nn.Module):
-    """A loss that carries state from one epoch to the next (online label smoothing).
-
-    The training loop calls :meth:`end_epoch` after every epoch, and saves :meth:`checkpoint_state`
-    with each checkpoint, handing it back to :meth:`load_checkpoint_state` on resume.
-    """
-
-    def end_epoch(self, dist=None) -> None:
-        raise NotImplementedError
-
-    def checkpoint_state(self, dist=None) -> dict:
-        raise NotImplementedError
-
-    def load_checkpoint_state(self, state: dict, carry_sums: bool = True) -> None:
-        raise NotImplementedError
+SMOOTHING = 0.1  # the usual label-smoothing epsilon (not from the paper)
+SMOOTHING_SETTING = Setting("smoothing", SMOOTHING, "label-smoothing epsilon",
+                            Bound(0, 1, hi_open=True, hint="0.1 is usual"), metavar="EPS")
 
 
 class LabelSmoothingLoss(nn.Module):
@@ -46,7 +31,7 @@ class LabelSmoothingLoss(nn.Module):
 
     def __init__(self, smoothing: float = SMOOTHING):
         super().__init__()
-        check("smoothing", smoothing)
+        SMOOTHING_SETTING.check(smoothing)  # ValueError (a ConfigError) outside [0, 1)
         self.smoothing = float(smoothing)
 
     def extra_repr(self) -> str:
@@ -55,42 +40,10 @@ class LabelSmoothingLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *unused,
                 global_batch: int | None = None) -> torch.Tensor:
         logp = logits.float().log_softmax(dim=1)
-        b, _ = _reduction(logits.shape[0], global_batch)
+        b, _ = batch_reduction(logits.shape[0], global_batch)
         hard = -logp.gather(1, target.view(-1, 1)).sum()
         uniform = -logp.mean(dim=1).sum()  # CE(uniform, o1) = -(1/n) sum_j log p_j
         return ((1 - self.smoothing) * hard + self.smoothing * uniform) / b
-
-
-class SoftTargetLoss(nn.Module):
-    """``hard_weight * CE(onehot(y), o1) + (1 - hard_weight) * CE(S[y], o1)``, mean over the batch.
-
-    ``matrix`` (n x n, rows are distributions) is a buffer: it moves with ``.to()`` and is part
-    of ``state_dict()``.
-    """
-
-    def __init__(self, matrix: torch.Tensor, hard_weight: float = 0.5):
-        super().__init__()
-        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
-            raise ValueError(f"matrix must be n x n with n >= 2, got shape {tuple(matrix.shape)}")
-        check("hard_weight", hard_weight)
-        self.hard_weight = float(hard_weight)
-        self.register_buffer("matrix", matrix.detach().float().clone())
-
-    def extra_repr(self) -> str:
-        return f"num_classes={self.matrix.shape[0]}, hard_weight={self.hard_weight}"
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, *unused,
-                global_batch: int | None = None) -> torch.Tensor:
-        logp = logits.float().log_softmax(dim=1)
-        self._observe(logp, target)
-        b, _ = _reduction(logits.shape[0], global_batch)
-        # one CE against the mixed target w * onehot + (1 - w) * S[y]
-        mixed = self.matrix.index_select(0, target).mul(1 - self.hard_weight)
-        mixed.scatter_add_(1, target.view(-1, 1), torch.full_like(mixed[:, :1], self.hard_weight))
-        return -(mixed * logp).sum() / b
-
-    def _observe(self, logp: torch.Tensor, target: torch.Tensor) -> None:
-        """Hook for subclasses that learn from the training outputs."""
 
 
 class OnlineLabelSmoothingLoss(SoftTargetLoss, StatefulLoss):
@@ -150,3 +103,10 @@ class OnlineLabelSmoothingLoss(SoftTargetLoss, StatefulLoss):
         if not carry_sums:
             self.sums.zero_()
             self.counts.zero_()
+
+
+LS = Mode(name="ls", label="ls", color="tab:green", help="label smoothing (--smoothing)",
+          loss=lambda cfg, model: LabelSmoothingLoss(cfg.smoothing), settings=(SMOOTHING_SETTING,))
+OLS = Mode(name="ols", label="ols", color="tab:orange",
+           help="online label smoothing (Zhang et al. 2021)",
+           loss=lambda cfg, model: OnlineLabelSmoothingLoss(model.num_classes, hard_weight=0.5))
