@@ -341,3 +341,17 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
     finally:
         teardown(d)
     return 0
+
+
+def run_task(argv: list[str] | None = None) -> int:
+    """``python3 -m labelemb.cli TASK [flags]``: the entry script of TASK (what labelemb-sweep runs,
+    from a checkout or an installed package alike)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in RECIPES:
+        print(f"usage: python3 -m labelemb.cli {{{','.join(RECIPES)}}} [flags of that script]", file=sys.stderr)
+        return 2
+    return main(RECIPES[argv[0]], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(run_task())

@@ -18,8 +18,14 @@ class Interrupted(Exception):
     """SIGINT/SIGTERM: a checkpoint was written; the run can be resumed."""
 
 
+# SIGUSR1: what Slurm sends before a job's time limit (sbatch --signal=USR1@120, as labelemb-sweep asks);
+# SIGUSR2: submitit's default for the same
+SIGNALS = (signal.SIGINT, signal.SIGTERM, *(getattr(signal, s) for s in ("SIGUSR1", "SIGUSR2") if hasattr(signal, s)))
+
+
 class StopFlag:
-    """Set by SIGINT/SIGTERM so the loop stops after the current step and writes a checkpoint.
+    """Set by SIGINT/SIGTERM (and SIGUSR1/SIGUSR2, Slurm's warnings, as SIGTERM) so the loop stops after
+    the current step and writes a checkpoint.
 
     A second SIGINT exits at once with code 130, removing the temporary file being written (every
     file is written atomically, so nothing is half-written); a second SIGTERM is ignored while the
@@ -39,7 +45,7 @@ class StopFlag:
         self.requested = self.requested or signal.Signals(signum).name
 
     def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in SIGNALS:
             self._old[s] = signal.signal(s, self._handle)
         return self
 

@@ -1,4 +1,4 @@
-"""pip install: the package, its two commands and its requirements, used from another folder.
+"""pip install: the package, its commands and its requirements, used from another folder.
 
 Built offline (--no-index --no-build-isolation: the setuptools of this environment, no download)
 from a copy of the project's files, so the checkout gets no build/ folder, and installed with
@@ -6,6 +6,7 @@ from a copy of the project's files, so the checkout gets no build/ folder, and i
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,8 @@ import pytest
 
 from conftest import ROOT
 
-DIST_FILES = ("pyproject.toml", "README.md", "requirements.txt", "requirements-tensorboard.txt")
+DIST_FILES = ("pyproject.toml", "README.md", "requirements.txt", "requirements-tensorboard.txt",
+              "requirements-slurm.txt")
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +55,14 @@ def test_imports_from_another_folder(installed, tmp_path):
     assert Path(where).is_relative_to(installed) and version == __import__("labelemb").__version__
 
 
-def test_the_two_commands_are_declared_and_run(installed, tmp_path):
+def test_the_commands_are_declared_and_run(installed, tmp_path):
     (dist_info,) = installed.glob("labelemb-*.dist-info")
     entry_points = (dist_info / "entry_points.txt").read_text()
     assert "labelemb-report = labelemb.report:main" in entry_points
     assert "labelemb-bench = labelemb.bench:main" in entry_points
-    for command, words in (("labelemb-report", "Paper-style report"), ("labelemb-bench", "Time training steps")):
+    assert "labelemb-sweep = labelemb.sweep:main" in entry_points
+    for command, words in (("labelemb-report", "Paper-style report"), ("labelemb-bench", "Time training steps"),
+                           ("labelemb-sweep", "Run many runs of one task at once")):
         r = subprocess.run([str(installed / "bin" / command), "--help"], capture_output=True, text=True,
                            env=_env(installed), cwd=tmp_path, timeout=300)
         assert r.returncode == 0 and words in " ".join(r.stdout.split()), (command, r.stderr)
@@ -73,6 +77,18 @@ def test_requirements_come_from_the_requirements_files(installed):
     for req in runtime:
         assert f"Requires-Dist: {req}" in meta, req
     assert "Provides-Extra: tensorboard" in meta and 'tensorboard>=2.14; extra == "tensorboard"' in meta
+    assert "Provides-Extra: slurm" in meta and 'submitit>=1.5; extra == "slurm"' in meta
+
+
+def test_the_installed_sweep_trains_from_another_folder(installed, tmp_path):
+    from conftest import make_mnist
+
+    data = make_mnist(tmp_path / "m")
+    r = subprocess.run([str(installed / "bin" / "labelemb-sweep"), "mlp", "--modes", "emb", "--runs", "1",
+                        "--results-dir", "out", "--", "--data", str(data), "--val-size", "20", "--dry-run"],
+                       capture_output=True, text=True, env=_env(installed), cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "mnist_mlp_emb_0.json").read_text())["status"] == "complete"
 
 
 def test_the_readme_example_runs_from_another_folder(installed, tmp_path):

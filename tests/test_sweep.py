@@ -1,0 +1,237 @@
+"""labelemb-sweep: many runs at once on this machine, and as a Slurm job array through submitit
+(a stand-in sbatch records what it is given; submitit's local executor runs the same task)."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, make_mnist, run_script
+from labelemb import sweep
+
+TIMING = {"train_seconds", "time_per_epoch", "epoch_seconds"}
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+
+def _comparable(rec: dict) -> dict:
+    rec = {k: v for k, v in rec.items() if k not in TIMING | {"config", "env"}}
+    rec["curve"] = [{k: v for k, v in row.items() if k != "train_seconds"} for row in rec["curve"]]
+    return rec
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
+
+
+def _sweep(*argv: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labelemb.sweep", *argv], env=kw.pop("env", ENV), cwd=kw.pop("cwd", ROOT),
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def _flags(data: Path, *extra: str) -> list[str]:
+    return ["--", "--data", str(data), "--val-size", "20", *extra]
+
+
+# ----------------------------------------------------------------------------- local
+def test_four_runs_two_at_a_time_then_nothing_to_do(tmp_path):
+    data, out = make_mnist(tmp_path / "m", n_train=220), tmp_path / "r"
+    args = ["mlp", "--modes", "baseline,emb", "--runs", "2", "--jobs", "2", "--results-dir", str(out),
+            *_flags(data, "--dry-run")]
+    r = _sweep(*args)
+    assert r.returncode == 0, r.stderr
+    for mode in ("baseline", "emb"):
+        for n in (0, 1):
+            assert json.loads((out / f"mnist_mlp_{mode}_{n}.json").read_text())["status"] == "complete"
+            assert (out / "sweep_logs" / f"mnist_mlp_{mode}_{n}.log").exists()
+    assert "mnist_mlp_emb_1" in r.stdout and "complete" in r.stdout
+    before = _snapshot(out)
+    r = _sweep(*args)
+    assert r.returncode == 0 and _snapshot(out) == before  # every run complete: nothing started, nothing written
+
+
+def test_interrupted_sweep_continues_and_equals_an_uninterrupted_one(tmp_path):
+    data = make_mnist(tmp_path / "m", n_train=1020)  # 200 steps of 5 per epoch
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    common = ["--batch-size", "5", "--epochs", "2"]
+    for mode in ("baseline", "emb"):  # the same runs as one --runs sweep each, uninterrupted
+        r = run_script("mlp.py", "--mode", mode, "--runs", "2", "--data", str(data), "--val-size", "20",
+                       "--results-dir", str(ref), "--quiet", *common)
+        assert r.returncode == 0, r.stderr
+    args = ["mlp", "--modes", "baseline,emb", "--runs", "2", "--jobs", "2", "--results-dir", str(out),
+            *_flags(data, *common)]
+    proc = subprocess.Popen([sys.executable, "-m", "labelemb.sweep", *args], env=ENV, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(out.glob("*.ckpt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)  # a run has finished its first epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "The same command continues the sweep" in err
+    statuses = [json.loads(p.read_text())["status"] for p in out.glob("*.json")]
+    assert "interrupted" in statuses and "running" not in statuses
+    r = _sweep(*args)
+    assert r.returncode == 0, r.stderr
+    for mode in ("baseline", "emb"):
+        for n in (0, 1):
+            stem = f"mnist_mlp_{mode}_{n}"
+            a, b = (json.loads((d / f"{stem}.json").read_text()) for d in (ref, out))
+            assert _comparable(a) == _comparable(b), stem  # CPU, one thread each: bitwise
+    assert np.array_equal(np.load(ref / "mnist_mlp_emb_1_emb.npy"), np.load(out / "mnist_mlp_emb_1_emb.npy"))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["cnn3", "--modes", "emb", "--runs", "2"], "invalid choice: 'cnn3'"),
+    (["mlp", "--modes", "emb,soft", "--runs", "2"], "unknown mode(s) soft"),
+    (["mlp", "--modes", "emb", "--runs", "0"], "--runs must be >= 1"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--jobs", "0"], "--jobs must be >= 1"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--gpus", "7"], "7 not among them"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--partition", "gpu"], "--partition is a Slurm option"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--", "--num", "3"], "the sweep sets --mode, --num"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--", "--tau", "0"], "--tau must be > 0"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--", "--epochs", "x"], "flags for every run: argument --epochs"),
+])
+def test_bad_input_one_line_nothing_started(tmp_path, capsys, argv, needle):
+    out = tmp_path / "r"
+    if "--" not in argv:
+        argv = [*argv, "--results-dir", str(out)]
+    else:
+        i = argv.index("--")
+        argv = [*argv[:i], "--results-dir", str(out), *argv[i:]]
+    with pytest.raises(SystemExit) if needle.startswith("invalid choice") else _no_exit():
+        code = sweep.main(argv)
+        assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not out.exists()
+
+
+class _no_exit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ----------------------------------------------------------------------------- slurm
+SBATCH = """#!/bin/sh
+# a stand-in for Slurm's sbatch: keep what it was given, answer as sbatch does
+cp "$1" "$SBATCH_RECORD/script.sh"
+echo "$@" > "$SBATCH_RECORD/args.txt"
+echo "Submitted batch job 4242"
+"""
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path):
+    pytest.importorskip("submitit")
+    bin_dir, record = tmp_path / "bin", tmp_path / "record"
+    bin_dir.mkdir()
+    record.mkdir()
+    (bin_dir / "sbatch").write_text(SBATCH)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit looks for it before it submits
+    for f in ("sbatch", "srun"):
+        (bin_dir / f).chmod(0o755)
+    return dict(ENV, PATH=f"{bin_dir}{os.pathsep}{ENV['PATH']}", SBATCH_RECORD=str(record)), record
+
+
+def test_slurm_array_carries_the_options_and_each_task_its_run(tmp_path, fake_sbatch):
+    env, record = fake_sbatch
+    data, out = make_mnist(tmp_path / "m"), tmp_path / "r"
+    r = _sweep("mlp", "--modes", "baseline,emb", "--runs", "2", "--jobs", "2", "--results-dir", str(out),
+               "--executor", "slurm", "--partition", "gpu", "--time", "60", "--gpus-per-task", "1",
+               "--cpus-per-task", "4", "--mem", "16G", "--account", "lab", *_flags(data, "--dry-run"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "submitted Slurm job array 4242: 4 task(s), at most 2 at once" in r.stdout
+    assert "squeue -j 4242" in r.stdout
+    script = (record / "script.sh").read_text()
+    for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=gpu", "#SBATCH --time=60", "#SBATCH --gpus-per-task=1",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G", "#SBATCH --account=lab",
+                 f"#SBATCH --signal=USR1@{sweep.SIGNAL_DELAY_S}", "#SBATCH --job-name=labelemb-mlp"):
+        assert line in script, line
+    import submitit
+
+    tasks = {}
+    for i in range(4):
+        delayed = submitit.helpers.DelayedSubmission.load(next(out.glob(f"slurm_logs/4242_{i}/4242_{i}_submitted.pkl")))
+        run = delayed.args[0]
+        tasks[i] = (run.mode, run.num, run.stem)
+        assert isinstance(delayed.function, sweep.SweepTask) and "--dry-run" in run.flags
+    assert tasks == {0: ("baseline", 0, "mnist_mlp_baseline_0"), 1: ("emb", 0, "mnist_mlp_emb_0"),
+                     2: ("baseline", 1, "mnist_mlp_baseline_1"), 3: ("emb", 1, "mnist_mlp_emb_1")}
+
+
+def test_slurm_needs_submitit_and_sbatch(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    argv = ["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(tmp_path / "r"), "--executor", "slurm"]
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "needs Slurm's sbatch and srun on the PATH" in err
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if it were not installed
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and 'pip install ".[slurm]"' in err
+    assert not (tmp_path / "r").exists()
+
+
+def _one_run(data: Path, out: Path, *extra: str) -> sweep.SweepRun:
+    args = sweep.build_parser().parse_args(["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(out)])
+    (run,) = sweep.plan_runs(args, ["--data", str(data), "--val-size", "20", *extra])
+    return run
+
+
+def test_submitits_local_executor_runs_a_task_to_completion(tmp_path):
+    submitit = pytest.importorskip("submitit")
+    data, out = make_mnist(tmp_path / "m"), tmp_path / "r"
+    run = _one_run(data, out, "--dry-run")
+    (job,) = sweep.submit(submitit.LocalExecutor(folder=str(tmp_path / "logs")), [run])
+    result = job.result()
+    assert result["status"] == "complete" and result["run"] == "mnist_mlp_emb_0"
+    assert json.loads((out / "mnist_mlp_emb_0.json").read_text())["status"] == "complete"
+
+
+def test_sigusr1_checkpoints_and_the_requeued_task_resumes_to_the_same_record(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    data = make_mnist(tmp_path / "m", n_train=1020)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    common = ["--batch-size", "5", "--epochs", "3"]
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(ref), "--quiet", *common)
+    assert r.returncode == 0, r.stderr
+    run = _one_run(data, out, *common)
+    task = sweep.SweepTask()
+    failure = []
+
+    def call():
+        try:
+            task(run)
+        except RuntimeError as e:  # the run stopped before its end: submitit would requeue it
+            failure.append(str(e))
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the task's child inherits it: the reference's thread count
+    t = threading.Thread(target=call)
+    t.start()
+    deadline = time.time() + 300
+    while not (out / f"{run.stem}.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(task._proc.pid, signal.SIGUSR1)  # what Slurm sends before the time limit
+    delayed = task.checkpoint(run)  # what submitit calls then
+    t.join(timeout=300)
+    assert failure and "record interrupted" in failure[0]
+    assert json.loads((out / f"{run.stem}.json").read_text())["status"] == "interrupted"
+    assert isinstance(delayed.function, sweep.SweepTask) and delayed.args == (run,)
+    assert pickle.loads(pickle.dumps(delayed.args)) == (run,)  # it is pickled for the requeued task
+    result = delayed.function(*delayed.args)  # the requeued task
+    assert result["status"] == "complete"
+    a, b = (json.loads((d / f"{run.stem}.json").read_text()) for d in (ref, out))
+    assert _comparable(a) == _comparable(b)
