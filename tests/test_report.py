@@ -514,3 +514,27 @@ def test_official_data_named_and_a_mislabelled_dataset_warned(tmp_path: Path):
     assert "did not read" not in (good / "report.md").read_text()
     assert any("the records name the dataset 'mnist' but the files are not MNIST (the official files)" in n
                for n in g_bad.notes)
+
+
+def test_the_papers_figure_of_its_row_draws_baseline_and_labelemb_only(tmp_path: Path):
+    folder = cnn_folder(tmp_path / "r")  # cnn/mnist: baseline, emb and ls runs
+    write_run(folder, record("mlp", "mnist", "baseline", 0, 1.5, metric="best_val"))  # no paper row
+    (rep,) = rp.make_report([folder])
+    assert sorted(p.name for p in folder.glob("paper_curves_*.png")) == ["paper_curves_cnn_mnist.png"]
+    assert png_size(folder / "paper_curves_cnn_mnist.png") == (600, 400)
+    assert "![paper figure](paper_curves_cnn_mnist.png)" in (folder / "report.md").read_text()
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    real = plt.Axes.plot
+
+    def spy(ax, *args, **kw):
+        drawn.append(kw.get("label"))
+        return real(ax, *args, **kw)
+
+    plt.Axes.plot = spy
+    try:
+        rp.figures.plot_curves([g for g in rep.groups if g.task == "cnn"], tmp_path / "x.png", only=("baseline", "emb"))
+    finally:
+        plt.Axes.plot = real
+    assert [d for d in drawn if d] == ["baseline (mean of 4)", "LabelEmb (mean of 3)"]  # no ls

@@ -58,13 +58,24 @@ def test_four_runs_two_at_a_time_then_nothing_to_do(tmp_path):
     assert r.returncode == 0 and _snapshot(out) == before  # every run complete: nothing started, nothing written
 
 
-def test_interrupted_sweep_continues_and_equals_an_uninterrupted_one(tmp_path):
-    data = make_mnist(tmp_path / "m", n_train=1020)  # 200 steps of 5 per epoch
+@pytest.fixture
+def one_thread():
+    """In-process runs with one thread, as each run of a two-job sweep on two cores has (bitwise equal)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_interrupted_sweep_continues_and_equals_an_uninterrupted_one(tmp_path, capsys, one_thread):
+    data = make_mnist(tmp_path / "m", n_train=620)  # 120 steps of 5 per epoch
     ref, out = tmp_path / "ref", tmp_path / "out"
     common = ["--batch-size", "5", "--epochs", "2"]
     for mode in ("baseline", "emb"):  # the same runs as one --runs sweep each, uninterrupted
         r = run_script("mlp.py", "--mode", mode, "--runs", "2", "--data", str(data), "--val-size", "20",
-                       "--results-dir", str(ref), "--quiet", *common)
+                       "--results-dir", str(ref), "--quiet", *common, capsys=capsys)
         assert r.returncode == 0, r.stderr
     args = ["mlp", "--modes", "baseline,emb", "--runs", "2", "--jobs", "2", "--results-dir", str(out),
             *_flags(data, *common)]
@@ -201,12 +212,14 @@ def test_submitits_local_executor_runs_a_task_to_completion(tmp_path):
     assert json.loads((out / "mnist_mlp_emb_0.json").read_text())["status"] == "complete"
 
 
-def test_sigusr1_checkpoints_and_the_requeued_task_resumes_to_the_same_record(tmp_path, monkeypatch):
+def test_sigusr1_checkpoints_and_the_requeued_task_resumes_to_the_same_record(tmp_path, monkeypatch, capsys,
+                                                                              one_thread):
     pytest.importorskip("submitit")
-    data = make_mnist(tmp_path / "m", n_train=1020)
+    data = make_mnist(tmp_path / "m", n_train=1020)  # 200 steps of 5 per epoch
     ref, out = tmp_path / "ref", tmp_path / "out"
-    common = ["--batch-size", "5", "--epochs", "3"]
-    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(ref), "--quiet", *common)
+    common = ["--batch-size", "5", "--epochs", "2"]
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(ref), "--quiet", *common,
+                   capsys=capsys)
     assert r.returncode == 0, r.stderr
     run = _one_run(data, out, *common)
     task = sweep.SweepTask()

@@ -38,6 +38,8 @@ Written into each folder (atomically), describing only that folder's records:
 - ``curves.png`` test error vs epoch, one panel (600 x 400 px) per task/dataset group, up to three
                  panels per row: every run a light thin curve, the mean a thick one (baseline
                  blue, LabelEmb red, other modes other colours);
+- ``paper_curves_<task>_<dataset>.png`` where the paper has the task: the same panel with baseline
+                 (blue) and LabelEmb (red) alone, as the paper's figure draws them;
 - ``heatmap.png`` (800 x 700 px) the soft targets softmax(E) after the last epoch, mean over the
                  emb runs (or run ``--run NUM``), grey scale 0..1. When a folder holds emb runs
                  of more than one task/dataset group there is one heatmap per group, named

@@ -49,8 +49,9 @@ def mean_curve(curves: list[list[tuple[float, float]]]) -> tuple[list[float], li
     return common, [float(np.mean([m[e] for m in maps])) for e in common]
 
 
-def plot_curves(groups: list[Group], path: Path) -> None:
-    """One panel per group: runs light and thin, the mean per mode deep and thick."""
+def plot_curves(groups: list[Group], path: Path, only: tuple[str, ...] | None = None) -> None:
+    """One panel per group: runs light and thin, the mean per mode deep and thick; ``only``: just
+    these modes (the paper's figure: baseline and LabelEmb)."""
     plt = _pyplot()
     n = len(groups)
     cols = min(n, PANELS_PER_ROW)
@@ -62,7 +63,7 @@ def plot_curves(groups: list[Group], path: Path) -> None:
     for ax, g in zip(axes.flat, groups):
         others = iter(OTHER_COLORS * 3)
         tops, lows = [], []
-        for mode in mode_order(g.by_mode):
+        for mode in mode_order(m for m in g.by_mode if only is None or m in only):
             color = table.MODES[mode].color if mode in table.MODES else next(others)
             runs = sorted(g.by_mode[mode], key=lambda r: r.num)
             for r in runs:

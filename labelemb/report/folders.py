@@ -8,7 +8,7 @@ from ..errors import UserError
 from ..results import RECORD_FORMAT, atomic_write
 from .figures import REPORT_MARK, plot_curves, plot_heatmap, _safe
 from .groups import Group, build_group, check_class_names
-from .records import Run, load_folder
+from .records import BASE_MODE, EMB_MODE, Run, load_folder
 from .text import MD_HEAD, comparison_table, comparisons_csv, csv_text, folder_markdown, group_table, paper_csv, paper_section
 
 
@@ -47,7 +47,10 @@ def planned_files(rep: FolderReport) -> tuple[str | None, list[str]]:
     with_map = [g for g in groups if g.heatmap is not None]
     for g in with_map:
         g.heatmap_file = "heatmap.png" if len(with_map) == 1 else f"heatmap_{_safe(g.task)}_{_safe(g.dataset)}.png"
+    for g in groups:  # the paper's figure of its row: baseline and LabelEmb only
+        g.paper_figure = f"paper_curves_{_safe(g.task)}_{_safe(g.dataset)}.png" if g.against_paper and curves else None
     names = [curves] if curves else []
+    names += [g.paper_figure for g in groups if g.paper_figure]
     names += [g.heatmap_file for g in with_map] + ["report.md", "report.csv", "comparisons.csv"]
     if any(g.against_paper for g in groups):
         names.append("against_paper.csv")
@@ -87,6 +90,10 @@ def write_folder(rep: FolderReport) -> None:
     if curves:
         plot_curves(groups, folder / curves)
         rep.written.append(folder / curves)
+    for g in groups:
+        if g.paper_figure:
+            plot_curves([g], folder / g.paper_figure, only=(BASE_MODE, EMB_MODE))
+            rep.written.append(folder / g.paper_figure)
     for g in groups:
         if g.heatmap_file:
             plot_heatmap(g, folder / g.heatmap_file)

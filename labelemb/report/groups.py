@@ -42,6 +42,7 @@ class Group:
     heatmap_idx: list[int] = field(default_factory=list)
     heatmap_note: str = ""
     heatmap_file: str | None = None
+    paper_figure: str | None = None  # the error curves of baseline and LabelEmb alone, as the paper draws them
 
     @property
     def key(self) -> tuple[str, str]:

@@ -194,6 +194,10 @@ def folder_markdown(folder: Path, groups: list[Group], skipped: list[tuple[str, 
         parts += ["## Figures", "", f"Test error vs epoch, every run light, the mean of each mode deep: "
                   f"![error curves]({curves})", ""]
     for g in groups:
+        if g.paper_figure:
+            parts += [f"As the paper's figure for {PAPER[g.key][0]} ({g.task} on {g.dataset}): baseline (blue) and "
+                      f"LabelEmb (red) alone, every run light, the mean deep: ![paper figure]({g.paper_figure})", ""]
+    for g in groups:
         if g.heatmap_file:
             parts += [f"Soft targets softmax(E) after the last epoch, {g.task} on {g.dataset}, {g.heatmap_what}; "
                       f"{g.heatmap_note}: ![heatmap]({g.heatmap_file})", ""]
