@@ -40,7 +40,7 @@ from .parsing import Parser, parser
 
 EXECUTORS = ("local", "slurm")
 # flags the sweep sets for each run itself
-MANAGED = ("--mode", "--num", "--runs", "--results-dir", "--resume", "--overwrite", "--quiet")
+MANAGED = ("--mode", "--num", "--runs", "--seed", "--results-dir", "--resume", "--overwrite", "--quiet")
 SLURM_OPTIONS = {  # our flag -> submitit's SlurmExecutor parameter
     "partition": "partition", "time": "time", "gpus_per_task": "gpus_per_task", "cpus_per_task": "cpus_per_task",
     "mem": "mem", "account": "account", "qos": "qos", "constraint": "constraint"}
@@ -164,7 +164,8 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
     recipe = RECIPES[args.task]
     bad = [f for f in flags if f.split("=")[0] in MANAGED]
     if bad:
-        raise UserError(f"{', '.join(bad)} after --: the sweep sets {', '.join(MANAGED)} for each run itself")
+        raise UserError(f"{', '.join(bad)} after --: the sweep sets {', '.join(MANAGED)} for each run itself (each "
+                        "run's seed is its index: pick them with --num and --runs)")
     results = args.results_dir or recipe.results_dir
     out = []
     for num in range(args.num, args.num + args.runs):

@@ -108,6 +108,7 @@ def test_interrupted_sweep_continues_and_equals_an_uninterrupted_one(tmp_path, c
     (["mlp", "--modes", "emb", "--runs", "2", "--gpus", "7"], "7 not among them"),
     (["mlp", "--modes", "emb", "--runs", "2", "--partition", "gpu"], "--partition is a Slurm option"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--num", "3"], "the sweep sets --mode, --num"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--", "--seed", "3"], "each run's seed is its index"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--tau", "0"], "--tau must be > 0"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--epochs", "x"], "flags for every run: argument --epochs"),
 ])
