@@ -84,11 +84,16 @@ def add_settings(p: Parser, mode) -> None:
         return
     g = p.add_argument_group(f"--mode {mode.name} ({mode.label}): its settings")
     for s in mode.settings:
-        if s.kind == "flag":
-            g.add_argument(s.flag, action="store_true", default=None, help=s.help)
-        else:
-            g.add_argument(s.flag, type=_TYPES[s.kind], default=None, metavar=s.metavar,
-                           help=s.help + ("" if s.default is None else f" (default: {s.default:g})"))
+        shown = "" if s.default is None else f" (default: {s.default:g})" if s.kind in ("number", "integer") else \
+            f" (default: {s.default!r})"
+        try:
+            if s.kind == "flag":
+                g.add_argument(s.flag, action="store_true", default=None, help=s.help)
+            else:
+                g.add_argument(s.flag, type=_TYPES[s.kind], default=None, metavar=s.metavar, help=s.help + shown)
+        except argparse.ArgumentError:
+            raise ValueError(f"mode {mode.name}: the flag {s.flag} of its setting {s.name!r} is a flag of the scripts "
+                             "already; rename the setting") from None
 
 
 def given_settings(args: argparse.Namespace) -> dict:
@@ -246,7 +251,7 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, 
             check_same_data(checkpoint, data, path)
             if not args.quiet and dist.main:
                 print(f"{files.stem}: resuming at epoch {checkpoint['epoch'] + 1}, step {checkpoint['step']}")
-        elif files.has_files():  # --overwrite: the earlier files stay until this run's first checkpoint
+        elif files.has_work():  # --overwrite: the earlier files stay until this run's first checkpoint
             files.replace_on_first_checkpoint()
         try:
             return run(cfg, data, device, files, resume=checkpoint, stop=stop, dist=dist)
@@ -267,7 +272,7 @@ def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say
     files0.check_writable()
     if not sweep:  # refuse before loading any data
         holder = files0.holder() if dist.main else None  # (under torchrun the main rank holds the lock)
-        if holder is not None:
+        if dist.any(holder is not None):  # every rank takes the same branch
             raise RunLocked(files0.locked_message(holder))
         plan(cfg0, files0, args, sweep)
     data = load_dataset(cfg0.dataset, cfg0.data, val_size=cfg0.val_size, resize=cfg0.resize).to(device)
@@ -327,8 +332,12 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
         say(f"{prog}: error: {e}{hint}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        say(f"{prog}: interrupted by {e}; checkpoint written. Continue with the same command and --resume"
-            + (" (a --runs sweep resumes by itself)" if args.runs else ""), file=sys.stderr)
+        if e.kept:  # an --overwrite run stopped inside its first epoch
+            say(f"{prog}: interrupted by {e.signal} before the new run's first checkpoint: {e.kept}; start it again "
+                "with --overwrite", file=sys.stderr)
+        else:
+            say(f"{prog}: interrupted by {e.signal}; checkpoint written. Continue with the same command and --resume"
+                + (" (a --runs sweep resumes by itself)" if args.runs else ""), file=sys.stderr)
         return 130
     except RunFailed as e:
         say(f"{prog}: error: {e}", file=sys.stderr)

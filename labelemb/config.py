@@ -114,6 +114,9 @@ class Config:
 
     def __post_init__(self):
         mode = modes.get(self.mode)
+        clash = [s.name for s in mode.settings if s.name in _FIELDS]
+        if clash:
+            raise ConfigError(f"mode {mode.name}: its setting(s) {', '.join(clash)} are named as settings of every run")
         given = dict(self.settings)
         for key in given:
             if mode.setting(key) is None:
@@ -181,13 +184,13 @@ class Config:
         older code ran with: the field's default, except ``bn_init`` of a ResNet ("ones": PyTorch's
         default before --bn-init). ``tf32`` reads as False, though on CUDA the code before --tf32
         left PyTorch's defaults (TF32 convolutions, fp32 matmuls) in place; CPU runs had no TF32."""
-        if key in saved:
+        owner = None if key in _FIELDS else modes.owner(key)
+        if key in saved and not (owner and saved[key] is None):  # a setting's null: its default (older ls records)
             return saved[key]
         if key == "bn_init" and saved.get("arch") in BN_ARCHS:
             return "ones"
         if key in _FIELDS:
             return _FIELDS[key].default
-        owner = modes.owner(key)
         return owner.setting(key).default if owner else None
 
     @classmethod

@@ -15,7 +15,12 @@ class RunFailed(Exception):
 
 
 class Interrupted(Exception):
-    """SIGINT/SIGTERM: a checkpoint was written; the run can be resumed."""
+    """SIGINT/SIGTERM: a checkpoint was written and the run can be resumed, unless ``kept`` says what
+    was kept instead (an --overwrite run stopped before its first checkpoint: the earlier run)."""
+
+    def __init__(self, signal_name: str, kept: str = ""):
+        super().__init__(signal_name)
+        self.signal, self.kept = signal_name, kept
 
 
 # SIGUSR1: what Slurm sends before a job's time limit (sbatch --signal=USR1@120, as labelemb-sweep asks);

@@ -166,10 +166,11 @@ class RunFiles:
     pid reused after a restart cannot block the run). The file holds the holder's pid, for the
     message only.
 
-    A run that replaces earlier files (``--overwrite``) calls :meth:`replace_on_first_checkpoint`:
-    its record, curve and E are then held back, and the earlier run's files left as they are,
-    until it writes its first checkpoint; only then are they replaced. A run that fails before
-    that (bad settings, a diverged loss) loses nothing.
+    A run that replaces earlier work (``--overwrite`` of a run with a checkpoint or a complete
+    record) calls :meth:`replace_on_first_checkpoint`: its record, curve and E are then held back,
+    and the earlier run's files left as they are, until it writes its first end-of-epoch
+    checkpoint; only then are they replaced. A run that fails or is stopped before that (bad
+    settings, a diverged loss, Ctrl-C in its first epoch) loses nothing of the earlier one.
     """
 
     def __init__(self, results_dir: str | os.PathLike, stem: str):
@@ -210,6 +211,10 @@ class RunFiles:
                 pid = _read_pid(fd)
                 os.close(fd)
                 raise RunLocked(self.locked_message(pid)) from None
+            except OSError as e:  # a file system without flock (some network mounts)
+                os.close(fd)
+                raise UserError(f"cannot lock {self.lock} ({e.strerror or e}): the file system of {self.dir} does not "
+                                "support flock; choose a --results-dir on a local or flock-capable file system") from None
             try:  # the holder before us may have removed the file after we opened it: lock the one in place
                 same = os.path.samestat(os.fstat(fd), os.stat(self.lock))
             except FileNotFoundError:
@@ -257,9 +262,10 @@ class RunFiles:
             if str(tmp) not in IN_PROGRESS:
                 tmp.unlink(missing_ok=True)
 
-    def has_files(self) -> bool:
-        """Whether any file of this run (but its lock) exists."""
-        return any(p.exists() for p in (self.record, self.csv, self.png, self.emb, self.ckpt, self.prev_ckpt))
+    def has_work(self) -> bool:
+        """Whether this run's folder holds work to keep: a checkpoint, or a complete record (a record of
+        a run that stopped before its first checkpoint holds nothing to go back to)."""
+        return self.ckpt.exists() or self.prev_ckpt.exists() or self.status() == "complete"
 
     def mark_stopped(self, error: str) -> None:
         """Best effort, after a failed write: a record that says "running" says "interrupted" and why."""
@@ -270,8 +276,13 @@ class RunFiles:
         except (OSError, UserError):
             pass
 
+    @property
+    def replacing(self) -> bool:
+        """Whether the earlier run's files are still held as they were (see the class)."""
+        return self._held is not None
+
     def what_is_kept(self) -> str:
-        """For a run that stops on its own: what it leaves to go back to."""
+        """For a run that stops: what it leaves to go back to."""
         if self._held is not None:
             return "the earlier run's files are kept as they were"
         if self.ckpt.exists():
@@ -311,24 +322,31 @@ class RunFiles:
         plot_curve(record, self.png)
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, state: dict) -> None:
-        """Keep the previous checkpoint as .prev, then move the new one in place. The first checkpoint
-        of a run that replaces another replaces the earlier run's files instead (see the class)."""
+    def save_checkpoint(self, state: dict, epoch_end: bool = True) -> bool:
+        """Keep the previous checkpoint as .prev, then move the new one in place; whether it was written.
+
+        A run that replaces another (see the class) replaces the earlier run's files at its first
+        end-of-epoch checkpoint: first the earlier record, curve, plot, E and previous checkpoint
+        go, then the new checkpoint is written, then the held record and E. (Killed in between, the
+        folder holds a checkpoint and no record: --resume continues it.) A stop inside that first
+        epoch writes nothing: the earlier run stays as it was.
+        """
         import torch
 
+        if self._held is not None and not epoch_end:
+            return False
         buf = io.BytesIO()
         torch.save(state, buf)
         if self._held is None:
             atomic_write(self.ckpt, buf.getvalue(), keep_previous=self.prev_ckpt)
-            return
-        atomic_write(self.ckpt, buf.getvalue())
+            return True
         held, self._held = self._held, None
-        self.prev_ckpt.unlink(missing_ok=True)
-        if "embedding" not in held:
-            self.emb.unlink(missing_ok=True)
-        self.png.unlink(missing_ok=True)  # the new run's plot comes when it completes
+        for old in (self.record, self.csv, self.png, self.emb, self.prev_ckpt):
+            old.unlink(missing_ok=True)
+        atomic_write(self.ckpt, buf.getvalue())
         for write in held.values():
             write()
+        return True
 
     def load_checkpoint(self, which: str = "last") -> dict:
         path = self.prev_ckpt if which == "previous" else self.ckpt

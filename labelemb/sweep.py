@@ -37,6 +37,7 @@ from . import modes
 from .config import RECIPES
 from .errors import UserError
 from .parsing import Parser, parser
+from .results import check_writable_folder
 
 EXECUTORS = ("local", "slurm")
 # flags the sweep sets for each run itself
@@ -45,6 +46,7 @@ SLURM_OPTIONS = {  # our flag -> submitit's SlurmExecutor parameter
     "partition": "partition", "time": "time", "gpus_per_task": "gpus_per_task", "cpus_per_task": "cpus_per_task",
     "mem": "mem", "account": "account", "qos": "qos", "constraint": "constraint"}
 SIGNAL_DELAY_S = 120  # Slurm's SIGUSR1 this long before the time limit: time to write a checkpoint
+MAX_REQUEUES = 1000  # time limits a task may reach (each one: checkpoint, requeue, resume)
 INSTALL = 'pip install ".[slurm]" (or pip install submitit)'
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])  # where `import labelemb` finds this checkout
 
@@ -154,6 +156,12 @@ def check_sweep_args(args: argparse.Namespace) -> None:
                         "add --executor slurm, or leave them out")
     if args.executor == "slurm" and args.gpus is not None:
         raise UserError("--gpus picks this machine's GPUs; on Slurm ask for them with --gpus-per-task")
+    if args.executor == "slurm" and args.time is None:
+        raise UserError("--executor slurm needs --time MIN, the time limit of each task (submitit's default is 5 "
+                        "minutes); a run longer than that checkpoints and is requeued each time it is reached")
+    if args.time is not None and args.time <= SIGNAL_DELAY_S // 60:
+        raise UserError(f"--time must be more than {SIGNAL_DELAY_S // 60} minutes (Slurm warns {SIGNAL_DELAY_S} s "
+                        f"before the limit, for the checkpoint), got {args.time}")
 
 
 def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
@@ -167,6 +175,7 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
         raise UserError(f"{', '.join(bad)} after --: the sweep sets {', '.join(MANAGED)} for each run itself (each "
                         "run's seed is its index: pick them with --num and --runs)")
     results = args.results_dir or recipe.results_dir
+    check_writable_folder(results, "results", "--results-dir")
     out = []
     for num in range(args.num, args.num + args.runs):
         for mode in parse_modes(args.modes):
@@ -251,11 +260,14 @@ class LocalSweep:
                                  env=child_env(gpu, None if self.gpus else self.threads))
         self.running[p] = (run, gpu)
         self.progress.statuses[run.stem] = "running"
+        if self.stops:  # a stop that came while it was being started
+            p.send_signal(signal.SIGTERM)
 
     def finish(self, p: subprocess.Popen) -> None:
         run, _ = self.running.pop(p)
         status, _ = run.outcome()
-        if p.returncode == 130 or status == "interrupted":
+        # stopped by the sweep: at a checkpoint (130), or before it trained at all (killed while loading data)
+        if p.returncode == 130 or status == "interrupted" or (self.stops and status != "complete"):
             self.progress.statuses[run.stem] = "interrupted"
         elif status == "complete":
             self.progress.statuses[run.stem] = "complete"
@@ -354,7 +366,8 @@ def slurm_executor(args: argparse.Namespace, folder: Path):
     if missing:
         raise UserError(f"--executor slurm needs Slurm's {' and '.join(missing)} on the PATH (not found); run the sweep "
                         "on a machine that submits to your cluster, or use --executor local")
-    ex = submitit.SlurmExecutor(folder=str(folder))
+    # each time limit reached is a checkpoint and a requeue; a long run may need many (submitit's default: 3)
+    ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=MAX_REQUEUES)
     params = {ours: getattr(args, ours) for ours in SLURM_OPTIONS if getattr(args, ours) is not None}
     # SIGUSR1 before the limit (submitit's default would be USR2): the task's submitit listens for it, and
     # the training loop treats it as SIGTERM
@@ -372,7 +385,7 @@ def submit(executor, runs: list[SweepRun]) -> list:
 
 
 def run_slurm(args: argparse.Namespace, runs: list[SweepRun]) -> int:
-    todo = [r for r in runs if r.outcome()[0] != "complete"]
+    todo = [r for r in runs if r.outcome()[0] not in ("complete", "failed")]  # a failed run is not retried
     if not todo:
         print(summary(runs)[0])
         print("every run is complete already: nothing submitted")
@@ -404,16 +417,21 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder that cannot be written after all, a full disk
+        print(f"{prog}: error: cannot write {e.filename or ''}: {e.strerror or e}; free space or choose another "
+              "--results-dir, then run the same command again", file=sys.stderr)
+        return 2
     table, all_done = summary(runs, sweep.progress)
     print(table)
     if code == 130:
-        print(f"{prog}: stopped; every run wrote its checkpoint. The same command continues the sweep.",
-              file=sys.stderr)
+        print(f"{prog}: stopped; every run that had begun training wrote a checkpoint. The same command continues "
+              "the sweep.", file=sys.stderr)
         return 130
     if not all_done:
         print(f"{prog}: not every run is complete ({sweep.progress.line()}); see "
-              f"{Path(runs[0].results_dir) / 'sweep_logs'}/<run>.log, then run the same command again",
-              file=sys.stderr)
+              f"{Path(runs[0].results_dir) / 'sweep_logs'}/<run>.log. The same command starts the interrupted and held "
+              f"ones again; a failed run (a non-finite loss) is not retried: retrain it with python3 "
+              f"{runs[0].task}.py --num N --mode M --overwrite", file=sys.stderr)
         return 1
     return 0
 

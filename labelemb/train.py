@@ -364,10 +364,10 @@ class Run:
                     self.save_checkpoint()
                     stopping = state.epoch < cfg.epochs and stop_agreed(self.stop, dist, 0, at_pause=True)
                 elif stopping:
-                    self.save_checkpoint()
+                    self.save_checkpoint(epoch_end=False)
                 if stopping:
                     self.write_record("interrupted")
-                    raise Interrupted(self.stop.requested)
+                    raise Interrupted(self.stop.requested, self.files.what_is_kept() if self.files.replacing else "")
                 if state.epoch < cfg.epochs:
                     self.write_record("running")
                 clock.start()
@@ -452,10 +452,10 @@ class Run:
                 self.tb.soft_targets(parts.model.emb.soft_targets(), (state.epoch + 1) * self.sched.steps)
         state.epoch, state.step, state.perm = state.epoch + 1, 0, None
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, epoch_end: bool = True) -> None:
         """Everything :func:`build` and :class:`Run` need to continue exactly here, and which data it
         was trained on (a resume must read the same); every rank takes part (the sums are over
-        ranks), the main one writes."""
+        ranks), the main one writes (``epoch_end``: at an epoch's end, not at a stop inside one)."""
         parts, dist = self.parts, self.dist
         extra = {"acc": self.meter.total(dist).cpu()}
         if isinstance(parts.criterion, StatefulLoss):  # e.g. ols: S and the epoch's sums (over all ranks)
@@ -465,7 +465,7 @@ class Run:
                 "format": CKPT_FORMAT, "config": self.cfg.to_dict(), "data": self.data.source,
                 "classes": self.data.classes, "model": parts.model.state_dict(),
                 "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
-                "rng": rng_states(parts.gens), **extra, **vars(self.state)})
+                "rng": rng_states(parts.gens), **extra, **vars(self.state)}, epoch_end=epoch_end)
 
     def new_record(self) -> dict:
         """The parts of the run's record that do not change while it trains."""

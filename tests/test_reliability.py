@@ -448,3 +448,49 @@ def test_report_rewrites_its_own_files_and_older_figures(finished, capsys):
     curves.write_bytes(curves.read_bytes().replace(b"labelemb-report", b"matplotlib-3.x"))  # as older reports wrote
     assert _report(str(out), capsys=capsys).returncode == 0  # report.md is ours: so are its figures
     assert b"labelemb-report" in curves.read_bytes()[:4096]
+
+
+# ----------------------------------------------------------------------------- --overwrite stopped early
+def _run_in_process(data: Path, out: Path, stop=None, replace: bool = False):
+    from labelemb.cli import build_parser, make_config
+    from labelemb.config import RECIPES
+    from labelemb.data import load_dataset
+    from labelemb.results import RunFiles
+    from labelemb.train import run
+
+    args = build_parser(RECIPES["mlp"]).parse_args(["--data", str(data), "--val-size", "20", "--results-dir", str(out),
+                                                    "--quiet", "--epochs", "2", "--batch-size", "20"])
+    cfg = make_config(RECIPES["mlp"], args, 0)
+    ds = load_dataset("mnist", data, val_size=20, download=False)
+    files = RunFiles(out, cfg.stem)
+    if replace:
+        files.replace_on_first_checkpoint()
+    return run(cfg, ds, torch.device("cpu"), files, stop=stop)
+
+
+def test_overwrite_stopped_inside_its_first_epoch_keeps_the_earlier_run(tiny):
+    from conftest import StopAfter
+    from labelemb.interrupt import Interrupted
+
+    data, out = tiny
+    _run_in_process(data, out)  # the earlier run, complete
+    before = _snapshot(out)
+    with pytest.raises(Interrupted) as e:
+        _run_in_process(data, out, stop=StopAfter(3), replace=True)  # 25 steps an epoch: stopped at step 4
+    assert e.value.kept == "the earlier run's files are kept as they were"
+    assert _snapshot(out) == before
+    with pytest.raises(Interrupted) as e:  # stopped inside its second epoch: its first checkpoint replaced the run
+        _run_in_process(data, out, stop=StopAfter(25 + 3), replace=True)
+    assert e.value.kept == ""
+    rec = json.loads((out / f"{STEM}.json").read_text())
+    assert rec["status"] == "interrupted" and len(rec["epoch_seconds"]) == 1
+    assert not (out / f"{STEM}.png").exists()  # the earlier run's plot went with it
+
+
+def test_a_stale_record_without_a_checkpoint_is_no_work_to_keep(tmp_path, capsys):
+    data, out = make_mnist(tmp_path / "m", n_train=520), tmp_path / "r"
+    out.mkdir()
+    (out / f"{STEM}.json").write_text(json.dumps({"format": "labelemb-run/1", "status": "running"}))  # killed early
+    r = run_script("mlp.py", *_args(data, out, "--epochs", "2", "--lr", "1e30", "--overwrite"), capsys=capsys)
+    _one_line(r, 1, "non-finite loss", "no checkpoint had been written yet")
+    assert json.loads((out / f"{STEM}.json").read_text())["status"] == "failed"  # not left saying "running"

@@ -459,7 +459,7 @@ def test_against_the_paper_rows_by_hand(tmp_path: Path):
     assert rows["baseline"]["verdict"] == "Not reproduced: our baseline error is higher than the paper's."
     md = (folder / "report.md").read_text()
     assert "### Against the paper: cnn on mnist (cnn), MNIST, CNN" in md
-    assert "These runs did not read MNIST (the official files)" in md  # synthetic records carry no fingerprint
+    assert "These runs do not record which data they read" in md  # synthetic records carry no fingerprint
 
 
 def test_verdict_wording():
@@ -538,3 +538,15 @@ def test_the_papers_figure_of_its_row_draws_baseline_and_labelemb_only(tmp_path:
     finally:
         plt.Axes.plot = real
     assert [d for d in drawn if d] == ["baseline (mean of 4)", "LabelEmb (mean of 3)"]  # no ls
+
+
+def test_records_without_a_fingerprint_are_counted_not_taken_for_other_data(tmp_path: Path):
+    folder = tmp_path / "r"
+    for num in range(3):
+        rec = record("cnn", "mnist", "baseline", num, 1.0 + num / 10)
+        write_run(folder, {**rec, "data": OFFICIAL_MNIST} if num else rec)  # run 0: an older record
+    (rep,) = rp.make_report([folder])
+    g = rep.groups[0]
+    assert g.data == "MNIST (the official files) (1 run(s) unrecorded)"
+    assert g.notes == ["1 of 3 runs do not record which data they read (written before records carried a fingerprint)"]
+    assert "did not read" not in (folder / "report.md").read_text()

@@ -107,6 +107,7 @@ def test_interrupted_sweep_continues_and_equals_an_uninterrupted_one(tmp_path, c
     (["mlp", "--modes", "emb", "--runs", "2", "--jobs", "0"], "--jobs must be >= 1"),
     (["mlp", "--modes", "emb", "--runs", "2", "--gpus", "7"], "7 not among them"),
     (["mlp", "--modes", "emb", "--runs", "2", "--partition", "gpu"], "--partition is a Slurm option"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--executor", "slurm"], "--executor slurm needs --time MIN"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--num", "3"], "the sweep sets --mode, --num"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--seed", "3"], "each run's seed is its index"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--tau", "0"], "--tau must be > 0"),
@@ -186,7 +187,8 @@ def test_slurm_array_carries_the_options_and_each_task_its_run(tmp_path, fake_sb
 def test_slurm_needs_submitit_and_sbatch(tmp_path, capsys, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
-    argv = ["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(tmp_path / "r"), "--executor", "slurm"]
+    argv = ["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(tmp_path / "r"), "--executor", "slurm",
+            "--time", "60"]
     assert sweep.main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "needs Slurm's sbatch and srun on the PATH" in err

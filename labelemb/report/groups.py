@@ -84,25 +84,33 @@ def config_notes(by_mode: dict[str, list[Run]]) -> list[str]:
 
 
 def data_notes(dataset: str, by_mode: dict[str, list[Run]]) -> tuple[str, list[str]]:
-    """Which data the group's runs saw (one phrase), and warnings where they differ or where it is
-    not the official dataset their records name."""
+    """Which data the group's runs saw (one phrase), and warnings where the records show they differ or
+    that it is not the official dataset they name. Records written before they carried a fingerprint
+    say nothing either way: they are counted, not taken for other data."""
     runs = [r for rs in by_mode.values() for r in rs]
     seen: dict[str, list[Run]] = {}
+    unrecorded = []
     for r in runs:
         fp = r.data.get("sha256") if isinstance(r.data, dict) else None
-        seen.setdefault(json.dumps(fp, sort_keys=True) if isinstance(fp, dict) else "", []).append(r)
+        if isinstance(fp, dict):
+            seen.setdefault(json.dumps(fp, sort_keys=True), []).append(r)
+        else:
+            unrecorded.append(r)
+    notes = []
+    if unrecorded and seen:
+        notes.append(f"{len(unrecorded)} of {len(runs)} runs do not record which data they read (written before "
+                     "records carried a fingerprint)")
     if len(seen) > 1:
         parts = [f"{describe(rs[0].data)}: {len(rs)} run(s) ({', '.join(sorted({r.mode for r in rs}))})"
                  for rs in sorted(seen.values(), key=lambda rs: (-len(rs), describe(rs[0].data)))]
-        return "MIXED", ["runs saw different data: " + "; ".join(parts)]
-    first = runs[0].data if runs else None
-    notes = []
+        return "MIXED", notes + ["runs saw different data: " + "; ".join(parts)]
+    if not seen:
+        return describe(None), notes
+    first = next(iter(seen.values()))[0].data
     expected = EXPECTED.get(dataset)
-    recorded = isinstance(first, dict) and isinstance(first.get("sha256"), dict)
-    if expected and recorded and identify(first["sha256"]) != expected:
-        notes.append(f"the records name the dataset {dataset!r} but the files are not {expected}: "
-                     f"{describe(first)}")
-    return describe(first), notes
+    if expected and identify(first["sha256"]) != expected:
+        notes.append(f"the records name the dataset {dataset!r} but the files are not {expected}: {describe(first)}")
+    return describe(first) + (f" ({len(unrecorded)} run(s) unrecorded)" if unrecorded else ""), notes
 
 
 def paper_rows(g: "Group", paper: dict) -> list[AgainstPaper]:
