@@ -550,3 +550,11 @@ def test_records_without_a_fingerprint_are_counted_not_taken_for_other_data(tmp_
     assert g.data == "MNIST (the official files) (1 run(s) unrecorded)"
     assert g.notes == ["1 of 3 runs do not record which data they read (written before records carried a fingerprint)"]
     assert "did not read" not in (folder / "report.md").read_text()
+
+
+def test_run_numbers_are_written_as_ranges():
+    # 20 runs listed one by one no longer fit the heatmap's title
+    from labelemb.report.groups import _nums
+    assert _nums(list(range(20))) == "#0-#19"
+    assert _nums([9, 0, 1, 3, 5, 6, 7]) == "#0, #1, #3, #5-#7, #9"
+    assert _nums([4]) == "#4" and _nums([]) == ""

@@ -171,7 +171,14 @@ def build_group(task: str, dataset: str, by_mode: dict[str, list[Run]], run_num:
 
 
 def _nums(nums: list[int]) -> str:
-    return ", ".join(f"#{n}" for n in nums)
+    """Run numbers as ranges ("#0-#4, #7"), short enough for a figure's title."""
+    spans: list[list[int]] = []
+    for n in sorted(nums):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(f"#{a}" if a == b else f"#{a}, #{b}" if b == a + 1 else f"#{a}-#{b}" for a, b in spans)
 
 
 def check_class_names(wanted: list[str], groups: list[Group]) -> None:
