@@ -15,6 +15,7 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -53,8 +54,10 @@ def _file_mode() -> int:
     return 0o666 & ~_UMASK[0]
 
 
-def atomic_write(path: Path, data: bytes, keep_previous: Path | None = None) -> None:
+def atomic_write(path: Path, data: bytes, keep_previous: Path | None = None,
+                 before_replace: Callable[[], None] | None = None) -> None:
     """Write via a temporary file, fsync, rename; the old file becomes ``keep_previous`` if given.
+    ``before_replace`` runs once the data are safely on disk, just before the rename.
 
     The temporary file is removed on every failure; an OSError names ``path``.
     """
@@ -70,6 +73,8 @@ def atomic_write(path: Path, data: bytes, keep_previous: Path | None = None) -> 
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)
         os.replace(tmp, path)
@@ -326,10 +331,11 @@ class RunFiles:
         """Keep the previous checkpoint as .prev, then move the new one in place; whether it was written.
 
         A run that replaces another (see the class) replaces the earlier run's files at its first
-        end-of-epoch checkpoint: first the earlier record, curve, plot, E and previous checkpoint
-        go, then the new checkpoint is written, then the held record and E. (Killed in between, the
-        folder holds a checkpoint and no record: --resume continues it.) A stop inside that first
-        epoch writes nothing: the earlier run stays as it was.
+        end-of-epoch checkpoint: once the new checkpoint is on disk (a full disk fails here, and the
+        earlier run stays as it was), the earlier record, curve, plot, E and previous checkpoint go,
+        the new checkpoint takes the old one's place, then the held record and E are written.
+        (Killed in between, the folder holds a checkpoint and no record: --resume continues it.) A
+        stop inside that first epoch writes nothing: the earlier run stays as it was.
         """
         import torch
 
@@ -340,10 +346,11 @@ class RunFiles:
         if self._held is None:
             atomic_write(self.ckpt, buf.getvalue(), keep_previous=self.prev_ckpt)
             return True
+        def drop_earlier_run() -> None:
+            for old in (self.record, self.csv, self.png, self.emb, self.prev_ckpt):
+                old.unlink(missing_ok=True)
+        atomic_write(self.ckpt, buf.getvalue(), before_replace=drop_earlier_run)
         held, self._held = self._held, None
-        for old in (self.record, self.csv, self.png, self.emb, self.prev_ckpt):
-            old.unlink(missing_ok=True)
-        atomic_write(self.ckpt, buf.getvalue())
         for write in held.values():
             write()
         return True

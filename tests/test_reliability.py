@@ -112,6 +112,24 @@ def test_overwrite_replaces_the_earlier_run_once_it_has_a_checkpoint(interrupted
     assert np.load(out / f"{STEM}_emb.npy").shape[0] == 1 and (out / f"{STEM}.png").exists()
 
 
+def test_overwrite_whose_first_checkpoint_fills_the_disk_keeps_the_earlier_run(finished, capsys, monkeypatch):
+    from labelemb import results
+
+    data, out = finished
+    before = _snapshot(out)
+    real = results.atomic_write
+
+    def full(path, payload, keep_previous=None, before_replace=None):
+        if str(path).endswith(".ckpt"):  # the new checkpoint does not fit
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, payload, keep_previous, before_replace)
+
+    monkeypatch.setattr(results, "atomic_write", full)
+    r = run_script("mlp.py", *_args(data, out, "--epochs", "1", "--overwrite", "--seed", "7"), capsys=capsys)
+    _one_line(r, 2, "No space left on device")
+    assert _snapshot(out) == before
+
+
 # ----------------------------------------------------------------------------- --resume on other data
 def test_resume_refuses_other_data(interrupted, tmp_path, capsys):
     data, out = interrupted
@@ -376,10 +394,10 @@ def test_full_disk_names_the_file_and_the_record_says_interrupted(tiny, capsys, 
     data, out = tiny
     real = results.atomic_write
 
-    def full(path, payload, keep_previous=None):
+    def full(path, payload, keep_previous=None, before_replace=None):
         if str(path).endswith(".ckpt"):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path, payload, keep_previous)
+        return real(path, payload, keep_previous, before_replace)
 
     monkeypatch.setattr(results, "atomic_write", full)
     r = run_script("mlp.py", *_args(data, out, "--epochs", "2"), capsys=capsys)
