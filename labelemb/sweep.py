@@ -176,6 +176,8 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
                         "run's seed is its index: pick them with --num and --runs)")
     results = args.results_dir or recipe.results_dir
     check_writable_folder(results, "results", "--results-dir")
+    parser = script_parser(recipe)
+    parser.allow_abbrev = False  # else `-- --see 7` would give every run seed 7, past the check above
     out = []
     for num in range(args.num, args.num + args.runs):
         for mode in parse_modes(args.modes):
@@ -183,7 +185,7 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
             err = io.StringIO()
             try:
                 with contextlib.redirect_stderr(err):
-                    run_args = script_parser(recipe).parse_args(argv)
+                    run_args = parser.parse_args(argv)
             except SystemExit:
                 raise UserError(f"flags for every run: {err.getvalue().strip().split('error: ', 1)[-1]}") from None
             cfg = make_config(recipe, run_args, num)  # ConfigError (a UserError) for a bad value
@@ -215,14 +217,15 @@ def pick_gpus(args: argparse.Namespace) -> list[int]:
 class Progress:
     """What happened to each run of a local sweep."""
 
-    statuses: dict[str, str] = field(default_factory=dict)  # stem -> done / running / failed / ...
+    statuses: dict[str, str] = field(default_factory=dict)  # stem -> one of KINDS
+    exit_codes: dict[str, int] = field(default_factory=dict)  # stem -> exit code of a run that ended in "error"
+    KINDS = ("complete", "running", "failed", "error", "held", "interrupted")
 
     def count(self, what: str) -> int:
         return sum(s == what for s in self.statuses.values())
 
     def line(self) -> str:
-        parts = [f"{self.count(k)} {k}" for k in ("complete", "running", "failed", "held", "interrupted") if self.count(k)]
-        return ", ".join(parts)
+        return ", ".join(f"{self.count(k)} {k}" for k in self.KINDS if self.count(k))
 
 
 class LocalSweep:
@@ -268,11 +271,15 @@ class LocalSweep:
         status, _ = run.outcome()
         # stopped by the sweep: at a checkpoint (130), or before it trained at all (killed while loading data)
         if p.returncode == 130 or status == "interrupted" or (self.stops and status != "complete"):
-            self.progress.statuses[run.stem] = "interrupted"
-        elif status == "complete":
-            self.progress.statuses[run.stem] = "complete"
-        else:
-            self.progress.statuses[run.stem] = "failed"
+            kind = "interrupted"
+        elif status in ("complete", "failed"):  # failed: the run's own verdict (a non-finite loss)
+            kind = status
+        elif run.files().holder() is not None:  # another process took the run first: the child left it alone
+            kind = "held"
+        else:  # ended without a verdict (bad input, a crash, killed): its log says why; tried again next time
+            kind = "error"
+            self.progress.exit_codes[run.stem] = p.returncode
+        self.progress.statuses[run.stem] = kind
 
     def pending(self) -> list[SweepRun]:
         """The runs to start: not complete, not failed before, not held by another process."""
@@ -324,6 +331,8 @@ def summary(runs: list[SweepRun], progress: Progress | None = None) -> tuple[str
         shown = (progress.statuses.get(run.stem) if progress else None) or status
         if shown == "held":
             shown = "held by another process"
+        elif shown == "error" and progress:
+            shown = f"error (exit {progress.exit_codes.get(run.stem)})"
         all_done &= status == "complete"
         lines.append(f"{run.stem:<32} {shown:<12} {'' if err is None else f'{err:.2f}'}")
     return "\n".join(lines), all_done
@@ -428,10 +437,11 @@ def main(argv: list[str] | None = None) -> int:
               "the sweep.", file=sys.stderr)
         return 130
     if not all_done:
+        again = " ".join([f"{runs[0].task}.py", *runs[0].flags, "--results-dir", runs[0].results_dir])
         print(f"{prog}: not every run is complete ({sweep.progress.line()}); see "
-              f"{Path(runs[0].results_dir) / 'sweep_logs'}/<run>.log. The same command starts the interrupted and held "
-              f"ones again; a failed run (a non-finite loss) is not retried: retrain it with python3 "
-              f"{runs[0].task}.py --num N --mode M --overwrite", file=sys.stderr)
+              f"{Path(runs[0].results_dir) / 'sweep_logs'}/<run>.log. The same command starts the interrupted, held "
+              f"and error ones again; a failed run (a non-finite loss) is not retried: retrain it with python3 "
+              f"{again} --mode M --num N --overwrite", file=sys.stderr)
         return 1
     return 0
 

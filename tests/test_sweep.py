@@ -100,6 +100,40 @@ def test_interrupted_sweep_continues_and_equals_an_uninterrupted_one(tmp_path, c
     assert np.array_equal(np.load(ref / "mnist_mlp_emb_1_emb.npy"), np.load(out / "mnist_mlp_emb_1_emb.npy"))
 
 
+class _Ended:
+    """What LocalSweep.finish reads of a child process that has ended."""
+
+    def __init__(self, returncode: int):
+        self.returncode = returncode
+
+
+def test_a_run_another_process_took_is_held_and_a_crash_is_an_error_not_a_failure(tmp_path):
+    from labelemb.results import RunFiles
+
+    out = tmp_path / "r"
+    taken, crashed = (sweep.SweepRun("mlp", "emb", n, str(out), (), f"mnist_mlp_emb_{n}") for n in (0, 1))
+    other = RunFiles(out, taken.stem)
+    other.acquire_lock()  # another sweep on the same folder started run 0 first: the child skipped it
+    (out / f"{taken.stem}.json").write_text(json.dumps({"status": "running"}))
+    local = sweep.LocalSweep([taken, crashed], jobs=2, gpus=[])
+    a, b = _Ended(0), _Ended(2)  # run 1 ended with exit 2 and wrote no record
+    local.running = {a: (taken, None), b: (crashed, None)}
+    local.finish(a), local.finish(b)
+    assert local.progress.statuses == {taken.stem: "held", crashed.stem: "error"}
+    table, done = sweep.summary([taken, crashed], local.progress)
+    assert "held by another process" in table and "error (exit 2)" in table and not done
+    assert [r.stem for r in local.pending()] == [crashed.stem]  # the error is tried again, the held run is not
+
+
+def test_the_retrain_hint_carries_the_sweeps_flags(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = sweep.main(["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(out),
+                       "--", "--data", str(tmp_path / "nowhere"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 1 and "1 error" in err, err
+    assert f"python3 mlp.py --data {tmp_path / 'nowhere'} --dry-run --results-dir {out} --mode M" in err
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["cnn3", "--modes", "emb", "--runs", "2"], "invalid choice: 'cnn3'"),
     (["mlp", "--modes", "emb,soft", "--runs", "2"], "unknown mode(s) soft"),
@@ -110,6 +144,8 @@ def test_interrupted_sweep_continues_and_equals_an_uninterrupted_one(tmp_path, c
     (["mlp", "--modes", "emb", "--runs", "2", "--executor", "slurm"], "--executor slurm needs --time MIN"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--num", "3"], "the sweep sets --mode, --num"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--seed", "3"], "each run's seed is its index"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--", "--see", "3"], "unrecognized arguments: --see 3"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--", "--overw"], "unrecognized arguments: --overw"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--tau", "0"], "--tau must be > 0"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--epochs", "x"], "flags for every run: argument --epochs"),
 ])
