@@ -500,6 +500,8 @@ def test_data_is_named_and_mixing_is_warned(tmp_path: Path):
                             "not a dataset this suite knows") for n in g.notes)
     md = (folder / "report.md").read_text()
     assert "Data: MIXED." in md and "- note: runs saw different data" in md
+    assert g.data_match == "mixed"  # the paper's row is warned of the mixing, not told the runs read other data
+    assert "**These runs saw different data**" in md and "did not read" not in md
 
 
 def test_official_data_named_and_a_mislabelled_dataset_warned(tmp_path: Path):
@@ -512,6 +514,8 @@ def test_official_data_named_and_a_mislabelled_dataset_warned(tmp_path: Path):
     assert g_good.data == "MNIST (the official files)" and g_good.notes == []
     assert "Data: MNIST (the official files)." in (good / "report.md").read_text()
     assert "did not read" not in (good / "report.md").read_text()
+    assert (g_good.data_match, g_bad.data_match) == ("official", "other")
+    assert "**These runs did not read MNIST (the official files)**" in (bad / "report.md").read_text()
     assert any("the records name the dataset 'mnist' but the files are not MNIST (the official files)" in n
                for n in g_bad.notes)
 

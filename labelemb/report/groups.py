@@ -33,6 +33,7 @@ class Group:
     pairs: list[Paired] = field(default_factory=list)  # every mode against every other
     against_paper: list[AgainstPaper] = field(default_factory=list)  # where SPEC §3 has the task
     data: str = ""  # which data the runs saw (labelemb.fingerprints.describe), or that they differ
+    data_match: str = ""  # against the dataset the records name: official / other / mixed / unrecorded / "" (unknown)
     notes: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     mean_soft: np.ndarray | None = None  # mean softmax(E) over the emb runs with a usable embedding
@@ -83,10 +84,11 @@ def config_notes(by_mode: dict[str, list[Run]]) -> list[str]:
     return notes
 
 
-def data_notes(dataset: str, by_mode: dict[str, list[Run]]) -> tuple[str, list[str]]:
-    """Which data the group's runs saw (one phrase), and warnings where the records show they differ or
-    that it is not the official dataset they name. Records written before they carried a fingerprint
-    say nothing either way: they are counted, not taken for other data."""
+def data_notes(dataset: str, by_mode: dict[str, list[Run]]) -> tuple[str, list[str], str]:
+    """Which data the group's runs saw (one phrase), warnings where the records show they differ or
+    that it is not the official dataset they name, and the verdict (see Group.data_match). Records
+    written before they carried a fingerprint say nothing either way: they are counted, not taken
+    for other data."""
     runs = [r for rs in by_mode.values() for r in rs]
     seen: dict[str, list[Run]] = {}
     unrecorded = []
@@ -103,14 +105,15 @@ def data_notes(dataset: str, by_mode: dict[str, list[Run]]) -> tuple[str, list[s
     if len(seen) > 1:
         parts = [f"{describe(rs[0].data)}: {len(rs)} run(s) ({', '.join(sorted({r.mode for r in rs}))})"
                  for rs in sorted(seen.values(), key=lambda rs: (-len(rs), describe(rs[0].data)))]
-        return "MIXED", notes + ["runs saw different data: " + "; ".join(parts)]
+        return "MIXED", notes + ["runs saw different data: " + "; ".join(parts)], "mixed"
     if not seen:
-        return describe(None), notes
+        return describe(None), notes, "unrecorded"
     first = next(iter(seen.values()))[0].data
     expected = EXPECTED.get(dataset)
-    if expected and identify(first["sha256"]) != expected:
+    match = "" if not expected else "official" if identify(first["sha256"]) == expected else "other"
+    if match == "other":
         notes.append(f"the records name the dataset {dataset!r} but the files are not {expected}: {describe(first)}")
-    return describe(first) + (f" ({len(unrecorded)} run(s) unrecorded)" if unrecorded else ""), notes
+    return describe(first) + (f" ({len(unrecorded)} run(s) unrecorded)" if unrecorded else ""), notes, match
 
 
 def paper_rows(g: "Group", paper: dict) -> list[AgainstPaper]:
@@ -136,7 +139,7 @@ def build_group(task: str, dataset: str, by_mode: dict[str, list[Run]], run_num:
     paper = PAPER.get((task, dataset), (None, None))[1]
     g = Group(task, dataset, by_mode, stats=summarise(by_mode, paper), pairs=compare_modes(by_mode),
               notes=config_notes(by_mode))
-    g.data, notes = data_notes(dataset, by_mode)
+    g.data, notes, g.data_match = data_notes(dataset, by_mode)
     g.notes += notes
     if paper:
         g.against_paper = paper_rows(g, paper)

@@ -151,15 +151,13 @@ def paper_section(g: Group) -> str:
             for a in g.against_paper]
     header = ["", f"paper ({PAPER_RUNS} runs)", "ours", "ours − paper (pp)", "95% CI", "the interval", "p (Welch)",
               "verdict"]
-    warn = ""
     expected = EXPECTED.get(g.dataset)
-    if expected and not g.data.startswith(expected):
-        if g.data.startswith("not recorded"):
-            warn = (f"\n**These runs do not record which data they read**: the comparison below is not known to "
-                    f"reproduce the paper's row, which is on {expected}.\n")
-        else:
-            warn = (f"\n**These runs did not read {expected}** ({g.data}): the comparison below is not a "
-                    "reproduction of the paper's row.\n")
+    warn = {"unrecorded": f"\n**These runs do not record which data they read**: the comparison below is not known "
+                          f"to reproduce the paper's row, which is on {expected}.\n",
+            "mixed": f"\n**These runs saw different data** (above): the comparison below pools them and is not a "
+                     f"reproduction of the paper's row, which is on {expected}.\n",
+            "other": f"\n**These runs did not read {expected}** ({g.data}): the comparison below is not a "
+                     "reproduction of the paper's row.\n"}.get(g.data_match, "") if expected else ""
     return (f"### Against the paper: {g.title}, {PAPER[g.key][0]}\n{warn}\n" + _md_table(header, rows) + "\n\n"
             "Paper: SPEC §3, mean ± std over its 20 runs per mode. Each mode's row: our mean − the paper's, with "
             "the Welch interval and Welch's two-sided test computed from the two summaries "
