@@ -147,6 +147,8 @@ def test_the_retrain_hint_carries_the_sweeps_flags(tmp_path, capsys):
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--see", "3"], "unrecognized arguments: --see 3"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--overw"], "unrecognized arguments: --overw"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--tau", "0"], "--tau must be > 0"),
+    (["mlp", "--modes", "emb", "--runs", "2", "--", "--init-emb", "nowhere.npy"],
+     "--init-emb nowhere.npy: no such file"),
     (["mlp", "--modes", "emb", "--runs", "2", "--", "--epochs", "x"], "flags for every run: argument --epochs"),
 ])
 def test_bad_input_one_line_nothing_started(tmp_path, capsys, argv, needle):
