@@ -35,11 +35,6 @@ DATASETS = tuple(_TORCHVISION)
 _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned bytes, 1-d labels / 3-d images
 
 
-def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (gzipped if the name ends in .gz), fully validated."""
-    return parse_idx(read_raw(path), path, ndim)
-
-
 def read_raw(path: Path) -> bytes:
     """A file's bytes, uncompressed if its name ends in .gz."""
     try:
