@@ -20,7 +20,7 @@ from .distributed import Dist, from_env, setup, teardown
 from .errors import DatasetMissing, UserError
 from .interrupt import Interrupted, RunFailed, StopFlag
 from .parsing import Parser, parser
-from .results import RunFiles, RunLocked, check_writable_folder
+from .results import FINISHED, RunFiles, RunLocked, check_writable_folder
 from .tblog import INSTALL_HINT, available
 from .train import Schedule, missing_parts, run
 
@@ -202,7 +202,7 @@ def check_same_data(checkpoint: dict, data, path) -> None:
 def plan(cfg: Config, files: RunFiles, args: argparse.Namespace, sweep: bool) -> str:
     """'skip', 'resume' or 'fresh' for this run; refuses what would lose finished or unfinished work."""
     status = files.status()
-    if status in ("complete", "failed") and not args.overwrite and sweep:
+    if status in FINISHED and not args.overwrite and sweep:
         return "skip"
     if status == "complete" and not args.overwrite:
         raise UserError(f"{files.record} already holds the finished run {cfg.num}; use another --num, "

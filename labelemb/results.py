@@ -40,6 +40,7 @@ def reported_metric(curve: list[dict], how: str) -> dict:
             "epoch": row["epoch"], "step": row["step"]}
 
 
+FINISHED = ("complete", "failed")  # a run's own verdicts (failed: a non-finite loss): a sweep does not train it again
 # Temporary files being written now: a second Ctrl-C exits at once (os._exit) and removes these first.
 IN_PROGRESS: set[str] = set()
 _UMASK: list[int] = []

@@ -37,7 +37,7 @@ from . import modes
 from .config import RECIPES
 from .errors import UserError
 from .parsing import Parser, parser
-from .results import check_writable_folder
+from .results import FINISHED, RunFiles, check_writable_folder
 
 EXECUTORS = ("local", "slurm")
 # flags the sweep sets for each run itself
@@ -66,9 +66,7 @@ class SweepRun:
         return [sys.executable, "-m", "labelemb.cli", self.task, *self.flags, "--mode", self.mode, "--num",
                 str(self.num), "--runs", "1", "--results-dir", self.results_dir, "--quiet"]
 
-    def files(self):
-        from .results import RunFiles
-
+    def files(self) -> RunFiles:
         return RunFiles(self.results_dir, self.stem)
 
     def outcome(self) -> tuple[str, float | None]:
@@ -273,7 +271,7 @@ class LocalSweep:
         # stopped by the sweep: at a checkpoint (130), or before it trained at all (killed while loading data)
         if p.returncode == 130 or status == "interrupted" or (self.stops and status != "complete"):
             kind = "interrupted"
-        elif status in ("complete", "failed"):  # failed: the run's own verdict (a non-finite loss)
+        elif status in FINISHED:
             kind = status
         elif run.files().holder() is not None:  # another process took the run first: the child left it alone
             kind = "held"
@@ -395,7 +393,7 @@ def submit(executor, runs: list[SweepRun]) -> list:
 
 
 def run_slurm(args: argparse.Namespace, runs: list[SweepRun]) -> int:
-    todo = [r for r in runs if r.outcome()[0] not in ("complete", "failed")]  # a failed run is not retried
+    todo = [r for r in runs if r.outcome()[0] not in FINISHED]
     if not todo:
         print(summary(runs)[0])
         print("every run is complete already: nothing submitted")
