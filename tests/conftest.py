@@ -144,6 +144,15 @@ def zero_or_none(gs):
 
 
 @pytest.fixture
+def one_thread():
+    """In-process runs with one thread, as a subprocess with OMP_NUM_THREADS=1 has (bitwise equal)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     return make_mnist(tmp_path / "mnist")
 

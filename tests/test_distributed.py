@@ -14,14 +14,15 @@ import pytest
 from conftest import ROOT, make_cifar, make_mnist, run_script
 
 
-@pytest.mark.parametrize("mode", ["baseline", "emb"])
-def test_two_processes_match_one(mode, tmp_path):
+def test_two_processes_match_one(tmp_path, capsys):
     # 203 training images in batches of 20: the last batch (3) is split 2/1, shards differ in size.
+    # LabelEmb: both heads, E and its gradient (baseline's one head: test_distributed_options' ols run)
+    mode = "emb"
     data = make_mnist(tmp_path / "mnist", n_train=223, n_test=60)
     common = ["--data", str(data), "--val-size", "20", "--batch-size", "20", "--epochs", "2", "--quiet",
               f"--mode={mode}", "--tensorboard"]
     one, two = tmp_path / "one", tmp_path / "two"
-    r1 = run_script("cnn.py", *common, "--results-dir", str(one))
+    r1 = run_script("cnn.py", *common, "--results-dir", str(one), capsys=capsys)
     assert r1.returncode == 0, r1.stderr
     r2 = run_script("cnn.py", *common, "--results-dir", str(two), nproc=2)
     assert r2.returncode == 0, r2.stderr[-3000:]
@@ -42,20 +43,19 @@ def test_two_processes_match_one(mode, tmp_path):
         assert rb["test_loss"] == pytest.approx(ra["test_loss"], rel=1e-5)
         assert abs(rb["test_acc"] - ra["test_acc"]) <= 1 / 60 + 1e-9  # at most one test image flips
         assert abs(rb["train_acc"] - ra["train_acc"]) <= 1 / 200 + 1e-9
-    if mode == "emb":
-        ea, eb = np.load(one / f"{stem}_emb.npy"), np.load(two / f"{stem}_emb.npy")
-        assert np.allclose(ea, eb, atol=1e-4)
+    ea, eb = np.load(one / f"{stem}_emb.npy"), np.load(two / f"{stem}_emb.npy")
+    assert np.allclose(ea, eb, atol=1e-4)
 
 
 def test_resnet_dry_run_under_torchrun(tmp_path):
+    # BatchNorm and both heads under DDP (baseline's one head: test_distributed_options' ols run)
     data = make_cifar(tmp_path / "c", "cifar10", n_per_batch=8, n_test=8)
-    for mode in ("baseline", "emb"):
-        out = tmp_path / mode
-        r = run_script("cifar10.py", "--data", str(data), "--dry-run", "--batch-size", "4", "--quiet",
-                       f"--mode={mode}", "--results-dir", str(out), nproc=2)
-        assert r.returncode == 0, r.stderr[-3000:]
-        assert sorted(p.suffix for p in out.iterdir() if not p.name.endswith("_emb.npy")) == \
-            [".ckpt", ".csv", ".json", ".png"]
+    out = tmp_path / "r"
+    r = run_script("cifar10.py", "--data", str(data), "--dry-run", "--batch-size", "4", "--quiet",
+                   "--mode=emb", "--results-dir", str(out), nproc=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"cifar10_resnet8_emb_0{s}" for s in
+                                                           (".ckpt", ".csv", ".json", ".png", "_emb.npy"))
 
 
 def test_sigterm_and_resume_under_torchrun(tmp_path):
@@ -86,13 +86,13 @@ def test_sigterm_and_resume_under_torchrun(tmp_path):
     assert b["status"] == "complete" and strip(a["curve"]) == strip(b["curve"])
 
 
-def test_one_process_under_torchrun_takes_the_ddp_path(tmp_path):
+def test_one_process_under_torchrun_takes_the_ddp_path(tmp_path, capsys):
     # torchrun with one process still makes a process group (gloo here, NCCL on a GPU) and wraps the
     # model in DDP; the run is the plain run's, up to the order of floating-point sums
     data = make_mnist(tmp_path / "mnist", n_train=223, n_test=60)
     common = ["--data", str(data), "--val-size", "20", "--batch-size", "20", "--epochs", "1", "--quiet"]
     plain, ddp = tmp_path / "plain", tmp_path / "ddp"
-    assert run_script("mlp.py", *common, "--results-dir", str(plain)).returncode == 0
+    assert run_script("mlp.py", *common, "--results-dir", str(plain), capsys=capsys).returncode == 0
     r = run_script("mlp.py", *common, "--results-dir", str(ddp), nproc=1)
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((plain / "mnist_mlp_emb_0.json").read_text())

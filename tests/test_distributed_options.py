@@ -10,13 +10,13 @@ import pytest
 from conftest import make_mnist, run_script
 
 
-def test_ols_two_processes_match_one(tmp_path):
+def test_ols_two_processes_match_one(tmp_path, capsys):
     # the OLS matrix of epoch 1 shapes epoch 2's loss: equal curves need the per-class sums of both ranks
     data = make_mnist(tmp_path / "mnist", n_train=223, n_test=60)
     common = ["--data", str(data), "--val-size", "20", "--batch-size", "20", "--epochs", "2", "--quiet",
               "--mode=ols"]
     one, two = tmp_path / "one", tmp_path / "two"
-    r1 = run_script("mlp.py", *common, "--results-dir", str(one))
+    r1 = run_script("mlp.py", *common, "--results-dir", str(one), capsys=capsys)
     assert r1.returncode == 0, r1.stderr
     r2 = run_script("mlp.py", *common, "--results-dir", str(two), nproc=2)
     assert r2.returncode == 0, r2.stderr[-3000:]

@@ -60,9 +60,12 @@ def test_tfkd_defaults_are_the_authors_resnet18_settings():
 
 @pytest.mark.parametrize("script,kind", [("mlp.py", "mnist"), ("cnn.py", "mnist"), ("cifar10.py", "cifar10"),
                                          ("cifar100.py", "cifar100")])
-def test_tfkd_dry_run_of_each_script_trains(tmp_path, capsys, script, kind):
-    data = make_mnist(tmp_path / "m") if kind == "mnist" else make_cifar(tmp_path / "c", kind, n_per_batch=8, n_test=12)
-    extra = ["--val-size", "20"] if kind == "mnist" else ["--batch-size", "4"]
+def test_tfkd_dry_run_of_each_script_trains(tmp_path, capsys, monkeypatch, script, kind):
+    from labelemb import train
+
+    monkeypatch.setattr(train, "DRY_RUN_STEPS", 1)  # a wide ResNet-18 step is seconds on a CPU
+    data = make_mnist(tmp_path / "m") if kind == "mnist" else make_cifar(tmp_path / "c", kind, n_per_batch=8, n_test=4)
+    extra = ["--val-size", "20"] if kind == "mnist" else ["--batch-size", "2"]
     out = tmp_path / "r"
     r = run_script(script, "--mode", "tfkd", "--data", str(data), "--results-dir", str(out), "--dry-run", "--quiet",
                    "--tfkd-temperature", "10", *extra, capsys=capsys)

@@ -154,11 +154,11 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_cifar10_dry_run_on_an_image_folder(tmp_path):
+def test_cifar10_dry_run_on_an_image_folder(tmp_path, capsys):
     root = make_imagefolder(tmp_path / "imgs", n_train=2, n_test=2)
     out = tmp_path / "results"
     r = run_script("cifar10.py", "--dataset", "imagefolder", "--data", str(root), "--dry-run", "--batch-size", "4",
-                   "--results-dir", str(out), "--quiet")
+                   "--results-dir", str(out), "--quiet", capsys=capsys)
     assert r.returncode == 0, r.stderr
     stem = "imagefolder_resnet8_emb_0"
     rec = json.loads((out / f"{stem}.json").read_text())

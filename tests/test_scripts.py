@@ -17,15 +17,15 @@ from conftest import DEVICES, FASHION, ROOT, make_cifar, make_mnist, run_script
 SCRIPTS = {  # script -> (dataset kind, extra flags that keep the step tiny)
     "mlp.py": ("mnist", ["--val-size", "20"]),
     "cnn.py": ("mnist", ["--val-size", "20"]),
-    "cifar10.py": ("cifar10", ["--batch-size", "4"]),
-    "cifar100.py": ("cifar100", ["--batch-size", "4"]),
+    "cifar10.py": ("cifar10", ["--batch-size", "2"]),  # a wide ResNet-18 step on CPU costs seconds per image
+    "cifar100.py": ("cifar100", ["--batch-size", "2"]),
 }
 
 
 def _data(kind: str, tmp: Path) -> Path:
     if kind == "mnist":
         return make_mnist(tmp / "mnist")
-    return make_cifar(tmp / kind, kind, n_per_batch=8, n_test=12)
+    return make_cifar(tmp / kind, kind, n_per_batch=8, n_test=4)
 
 
 def _files(results: Path) -> list[str]:
@@ -35,12 +35,15 @@ def _files(results: Path) -> list[str]:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", ["baseline", "emb"])
 @pytest.mark.parametrize("script", list(SCRIPTS))
-def test_dry_run_writes_record_curve_plot(script, mode, device, tmp_path):
+def test_dry_run_writes_record_curve_plot(script, mode, device, tmp_path, capsys, monkeypatch):
+    from labelemb import train
+
+    monkeypatch.setattr(train, "DRY_RUN_STEPS", 1)  # one step of the wide ResNet-18 is seconds on a CPU
     kind, extra = SCRIPTS[script]
     data = _data(kind, tmp_path)
     out = tmp_path / "results"
     r = run_script(script, f"--mode={mode}", "--data", str(data), "--results-dir", str(out), "--dry-run",
-                   "--num", "3", "--device", device, *extra)
+                   "--num", "3", "--device", device, *extra, capsys=capsys)  # in-process: the shell is tested below
     assert r.returncode == 0, r.stderr
     dataset = "mnist" if kind == "mnist" else kind
     arch = {"mlp.py": "mlp", "cnn.py": "cnn", "cifar10.py": "resnet8", "cifar100.py": "resnet18"}[script]
@@ -83,24 +86,24 @@ def test_recipe_defaults_in_help(capsys):
     assert r.returncode == 0 and "(default: 15)" in r.stdout
 
 
-def test_runs_sweep_skips_finished(tmp_path):
+def test_runs_sweep_skips_finished(tmp_path, capsys):
     data, out = make_mnist(tmp_path / "mnist"), tmp_path / "r"
     args = ("--data", str(data), "--val-size", "20", "--results-dir", str(out), "--dry-run", "--quiet",
             "--runs", "3", "--num", "5")
-    r = run_script("mlp.py", *args)
+    r = run_script("mlp.py", *args, capsys=capsys)
     assert r.returncode == 0, r.stderr
     recs = sorted(out.glob("*.json"))
     assert [p.name for p in recs] == [f"mnist_mlp_emb_{i}.json" for i in (5, 6, 7)]
     assert [json.loads(p.read_text())["seed"] for p in recs] == [5, 6, 7]
     before = {p: p.stat().st_mtime_ns for p in recs}
-    r = run_script("mlp.py", *args)
+    r = run_script("mlp.py", *args, capsys=capsys)
     assert r.returncode == 0 and r.stdout.count("skipped") == 3
     assert {p: p.stat().st_mtime_ns for p in recs} == before
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs apt-get install -y dataset-fashion-mnist")
-@pytest.mark.parametrize("mode", ["baseline", "emb"])
-def test_fashion_mnist_mlp_two_epochs(mode, tmp_path):
+def test_fashion_mnist_mlp_two_epochs(tmp_path):
+    mode = "emb"  # the real files end to end and a run that learns; the modes' numbers: mlp_results/
     r = run_script("mlp.py", f"--mode={mode}", "--dataset", "fashion-mnist", "--epochs", "2", "--quiet",
                    "--results-dir", str(tmp_path), env_extra={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr
@@ -127,10 +130,11 @@ def _comparable(rec: dict) -> dict:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(device, tmp_path):
+def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(device, tmp_path, capsys, one_thread):
+    # the interrupted run is a process of its own; the reference and the resume run here, at its one thread
     data = make_mnist(tmp_path / "mnist", n_train=2020)  # 400 steps of 5 per epoch
     ref, out = tmp_path / "ref", tmp_path / "out"
-    r = run_script("mlp.py", *_mlp_args(data, ref, "--device", device))
+    r = run_script("mlp.py", *_mlp_args(data, ref, "--device", device), capsys=capsys)
     assert r.returncode == 0, r.stderr
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
@@ -151,7 +155,7 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(device, tmp_path):
     state = torch.load(ckpt, weights_only=False)
     assert state["step"] > 0, "the interrupt should land inside an epoch"
 
-    r = run_script("mlp.py", *_mlp_args(data, out, "--device", device, "--resume"))
+    r = run_script("mlp.py", *_mlp_args(data, out, "--device", device, "--resume"), capsys=capsys)
     assert r.returncode == 0, r.stderr
     a = json.loads((ref / "mnist_mlp_emb_0.json").read_text())
     b = json.loads((out / "mnist_mlp_emb_0.json").read_text())

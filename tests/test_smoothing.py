@@ -148,11 +148,11 @@ def test_ols_interrupted_mid_epoch_resumes_exactly(tmp_path):
 
 # ----------------------------------------------------------------------------- the scripts
 @pytest.mark.parametrize("mode", ["ls", "ols"])
-def test_mlp_dry_run(mode, tmp_path):
+def test_mlp_dry_run(mode, tmp_path, capsys):
     data, out = make_mnist(tmp_path / "mnist"), tmp_path / "r"
     extra = ["--smoothing", "0.2"] if mode == "ls" else []
     r = run_script("mlp.py", "--mode", mode, "--data", str(data), "--val-size", "20", "--results-dir", str(out),
-                   "--dry-run", "--quiet", *extra)
+                   "--dry-run", "--quiet", *extra, capsys=capsys)
     assert r.returncode == 0, r.stderr
     stem = f"mnist_mlp_{mode}_0"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{stem}{s}" for s in (".ckpt", ".csv", ".json", ".png"))

@@ -42,34 +42,8 @@ def _flags(data: Path, *extra: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- local
-def test_four_runs_two_at_a_time_then_nothing_to_do(tmp_path):
-    data, out = make_mnist(tmp_path / "m", n_train=220), tmp_path / "r"
-    args = ["mlp", "--modes", "baseline,emb", "--runs", "2", "--jobs", "2", "--results-dir", str(out),
-            *_flags(data, "--dry-run")]
-    r = _sweep(*args)
-    assert r.returncode == 0, r.stderr
-    for mode in ("baseline", "emb"):
-        for n in (0, 1):
-            assert json.loads((out / f"mnist_mlp_{mode}_{n}.json").read_text())["status"] == "complete"
-            assert (out / "sweep_logs" / f"mnist_mlp_{mode}_{n}.log").exists()
-    assert "mnist_mlp_emb_1" in r.stdout and "complete" in r.stdout
-    before = _snapshot(out)
-    r = _sweep(*args)
-    assert r.returncode == 0 and _snapshot(out) == before  # every run complete: nothing started, nothing written
-
-
-@pytest.fixture
-def one_thread():
-    """In-process runs with one thread, as each run of a two-job sweep on two cores has (bitwise equal)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_interrupted_sweep_continues_and_equals_an_uninterrupted_one(tmp_path, capsys, one_thread):
+def test_interrupted_sweep_continues_equals_an_uninterrupted_one_then_has_nothing_to_do(tmp_path, capsys, one_thread):
+    # 4 runs (2 modes x 2 seeds), 2 at a time
     data = make_mnist(tmp_path / "m", n_train=620)  # 120 steps of 5 per epoch
     ref, out = tmp_path / "ref", tmp_path / "out"
     common = ["--batch-size", "5", "--epochs", "2"]
@@ -97,7 +71,12 @@ def test_interrupted_sweep_continues_and_equals_an_uninterrupted_one(tmp_path, c
             stem = f"mnist_mlp_{mode}_{n}"
             a, b = (json.loads((d / f"{stem}.json").read_text()) for d in (ref, out))
             assert _comparable(a) == _comparable(b), stem  # CPU, one thread each: bitwise
+            assert (out / "sweep_logs" / f"{stem}.log").exists()
     assert np.array_equal(np.load(ref / "mnist_mlp_emb_1_emb.npy"), np.load(out / "mnist_mlp_emb_1_emb.npy"))
+    assert "mnist_mlp_emb_1" in r.stdout and "complete" in r.stdout
+    before = _snapshot(out)
+    r = _sweep(*args)
+    assert r.returncode == 0 and _snapshot(out) == before  # every run complete: nothing started, nothing written
 
 
 class _Ended:
