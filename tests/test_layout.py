@@ -124,3 +124,14 @@ def test_bench_stands_on_the_training_core():
     graph = _graph()
     deps = graph["labelemb.bench"] | graph["labelemb.bench_feeds"]
     assert "labelemb.cli" not in deps and "labelemb.train" in graph["labelemb.bench"]
+
+
+def test_every_file_readme_links_to_is_in_the_repository():
+    # the figures and reports README shows are regenerated under new names now and then
+    import re
+    readme = (ROOT / "README.md").read_text()
+    targets = {t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", readme)
+               if not re.match(r"[a-z]+://|#", t)}
+    assert targets, "README links to no file of the repository"
+    missing = sorted(t for t in targets if not (ROOT / t).exists())
+    assert not missing, f"README links to files that are not there: {missing}"

@@ -140,7 +140,7 @@ def _paper_cells(a: AgainstPaper) -> list[str]:
         return ["reduction: baseline − LabelEmb", f"{a.paper.mean:+.2f} {_ci(a.paper_ci)}",
                 f"{a.ours.mean:+.2f} {_ci(a.ours_ci)} ({a.ours.n} pairs)"]
     return [mode_label(a.what), f"{a.paper.mean:.2f} ± {a.paper.std:.2f}",
-            f"{a.ours.mean:.2f} ± {_fmt(a.ours.std)} ({a.ours.n} runs)"]
+            f"{a.ours.mean:.2f} ± {_fmt(a.ours.std)} ({a.ours.n} run{'' if a.ours.n == 1 else 's'})"]
 
 
 def paper_section(g: Group) -> str:
