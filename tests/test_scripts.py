@@ -102,10 +102,10 @@ def test_runs_sweep_skips_finished(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs apt-get install -y dataset-fashion-mnist")
-def test_fashion_mnist_mlp_two_epochs(tmp_path):
+def test_fashion_mnist_mlp_two_epochs(tmp_path, capsys):
     mode = "emb"  # the real files end to end and a run that learns; the modes' numbers: mlp_results/
     r = run_script("mlp.py", f"--mode={mode}", "--dataset", "fashion-mnist", "--epochs", "2", "--quiet",
-                   "--results-dir", str(tmp_path), env_extra={"OMP_NUM_THREADS": "2"})
+                   "--results-dir", str(tmp_path), capsys=capsys)
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / f"fashion-mnist_mlp_{mode}_0.json").read_text())
     assert rec["steps_per_epoch"] == 550 and len(rec["curve"]) == 10  # 5 evaluations per epoch
@@ -117,7 +117,7 @@ def test_fashion_mnist_mlp_two_epochs(tmp_path):
 # --------------------------------------------------------------------------- interrupt and resume
 def _mlp_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--data", str(data), "--val-size", "20", "--results-dir", str(out), "--batch-size", "5",
-            "--epochs", "3", "--quiet", *extra]
+            "--epochs", "2", "--quiet", *extra]
 
 
 TIMING = {"train_seconds", "time_per_epoch", "epoch_seconds"}
