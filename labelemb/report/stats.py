@@ -48,6 +48,7 @@ class Paired:
     p: float | None  # two-sided paired t-test (scipy.stats.ttest_rel); None with < 2 pairs or no spread
     welch: Welch | None  # unpaired, over all runs of both modes
     level: float = 0.95
+    se: float | None = None  # standard error of mean_diff (where there is an interval)
 
 
 def paired_ttest(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> Paired:
@@ -64,7 +65,7 @@ def paired_ttest(a: dict[int, float], b: dict[int, float], level: float = 0.95) 
     res = stats.ttest_rel(xb, xa)
     ci = res.confidence_interval(level)
     return Paired("", "", len(d), unpaired, float(d.mean()), (float(ci.low), float(ci.high)), float(res.pvalue),
-                  welch, level)
+                  welch, level, se=float(stats.sem(d)))
 
 
 def compare_modes(by_mode: dict[str, list[Run]]) -> list[Paired]:
@@ -209,9 +210,7 @@ def reduction_against_paper(base: list[float], emb: list[float], pair: Paired, p
                             None, paper_ci=paper_ci, level=level)
     # the paired estimate of our reduction: minus emb − baseline over the pairs
     red = -pair.mean_diff
-    half = (pair.ci[1] - pair.ci[0]) / 2
-    o_df = pair.pairs - 1
-    o_var = (half / float(stats.t.ppf((1 + level) / 2, o_df))) ** 2
+    o_df, o_var = pair.pairs - 1, pair.se ** 2
     ours = Summary(red, None, pair.pairs)
     diff = red - paper.mean
     df = _welch_df([(o_var, o_df), (p_var, p_df)])
