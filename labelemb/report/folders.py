@@ -9,7 +9,7 @@ from ..results import RECORD_FORMAT, atomic_write
 from .figures import REPORT_MARK, plot_curves, plot_heatmap, _safe
 from .groups import Group, build_group, check_class_names
 from .records import BASE_MODE, EMB_MODE, Run, load_folder
-from .text import MD_HEAD, comparison_table, comparisons_csv, csv_text, folder_markdown, group_table, paper_csv, paper_section
+from .text import MD_HEAD, comparisons_csv, csv_text, folder_markdown, group_sections, paper_csv
 
 
 @dataclass
@@ -99,8 +99,7 @@ def write_folder(rep: FolderReport) -> None:
             plot_heatmap(g, folder / g.heatmap_file)
             rep.written.append(folder / g.heatmap_file)
     rep.markdown = folder_markdown(folder, groups, rep.skipped, curves)
-    rep.tables = "\n".join("\n".join(filter(None, (group_table(g), comparison_table(g), paper_section(g))))
-                            for g in groups) or "No complete runs yet.\n"
+    rep.tables = "\n".join("\n".join(group_sections(g)) for g in groups) or "No complete runs yet.\n"
     texts = {"report.md": rep.markdown, "report.csv": csv_text(groups), "comparisons.csv": comparisons_csv(groups),
              "against_paper.csv": paper_csv(groups)}
     for name in (n for n in names if n in texts):

@@ -182,17 +182,18 @@ def nearest_section(g: Group) -> str:
             "mass.\n\n" + _md_table(header, rows) + "\n")
 
 
+def group_sections(g: Group) -> list[str]:
+    """A group's tables: its modes, their comparisons, and beside the paper where it has the task."""
+    return [t for t in (group_table(g), comparison_table(g), paper_section(g)) if t]
+
+
 def folder_markdown(folder: Path, groups: list[Group], skipped: list[tuple[str, str]], curves: str | None) -> str:
     parts = [f"{MD_HEAD}{folder.name or folder}", "",
              "Made by `python3 -m labelemb.report`; counted: complete runs, one row per mode.", ""]
     if not groups:
         parts += ["No complete runs yet.", ""]
     for g in groups:
-        parts.append(group_table(g))
-        if g.pairs:
-            parts.append(comparison_table(g))
-        if g.against_paper:
-            parts.append(paper_section(g))
+        parts += group_sections(g)
     if curves:
         parts += ["## Figures", "", f"Test error vs epoch, every run light, the mean of each mode deep: "
                   f"![error curves]({curves})", ""]
