@@ -562,3 +562,12 @@ def test_run_numbers_are_written_as_ranges():
     assert _nums(list(range(20))) == "#0-#19"
     assert _nums([9, 0, 1, 3, 5, 6, 7]) == "#0, #1, #3, #5-#7, #9"
     assert _nums([4]) == "#4" and _nums([]) == ""
+
+
+def test_a_reduction_of_one_pair_is_that_pairs_not_the_unpaired_means():
+    from labelemb.report.stats import Summary, paired_ttest, reduction_against_paper
+    base, emb = {0: 0.71, 1: 0.82}, {0: 0.54}
+    pair = paired_ttest(base, emb)
+    a = reduction_against_paper(list(base.values()), list(emb.values()), pair, Summary(0.85, 0.11, 20),
+                                Summary(0.55, 0.03, 20))
+    assert a.ours.n == 1 and math.isclose(a.ours.mean, 0.71 - 0.54) and a.ci is None

@@ -204,7 +204,8 @@ def reduction_against_paper(base: list[float], emb: list[float], pair: Paired, p
                       (paper_emb.std ** 2 / paper_emb.n, paper_emb.n - 1)])
     paper = Summary(paper_base.mean - paper_emb.mean, None, paper_base.n)
     paper_ci = _interval(paper.mean, p_var, p_df, level)
-    ours_mean = float(np.mean(base) - np.mean(emb))
+    # over the shared seeds where there are any (the row counts pairs), else over all runs
+    ours_mean = -pair.mean_diff if pair.mean_diff is not None else float(np.mean(base) - np.mean(emb))
     if pair.mean_diff is None or pair.ci is None:
         return AgainstPaper("reduction", Summary(ours_mean, None, pair.pairs), paper, ours_mean - paper.mean, None,
                             None, paper_ci=paper_ci, level=level)
