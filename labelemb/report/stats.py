@@ -209,11 +209,10 @@ def reduction_against_paper(base: list[float], emb: list[float], pair: Paired, p
     if pair.mean_diff is None or pair.ci is None:
         return AgainstPaper("reduction", Summary(ours_mean, None, pair.pairs), paper, ours_mean - paper.mean, None,
                             None, paper_ci=paper_ci, level=level)
-    # the paired estimate of our reduction: minus emb − baseline over the pairs
-    red = -pair.mean_diff
+    # the paired estimate's variance: that of the mean of emb − baseline over the pairs
     o_df, o_var = pair.pairs - 1, pair.se ** 2
-    ours = Summary(red, None, pair.pairs)
-    diff = red - paper.mean
+    ours = Summary(ours_mean, None, pair.pairs)
+    diff = ours_mean - paper.mean
     df = _welch_df([(o_var, o_df), (p_var, p_df)])
     t = diff / math.sqrt(o_var + p_var)
     return AgainstPaper("reduction", ours, paper, diff, _interval(diff, o_var + p_var, df, level),
