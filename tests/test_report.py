@@ -476,6 +476,17 @@ def test_verdict_wording():
     assert verdict(AgainstPaper("baseline", s, s, 0.0, None, None)).startswith("Not decided")
 
 
+def test_the_cells_against_the_paper_count_runs_and_pairs_in_good_english():
+    from labelemb.report.stats import AgainstPaper, Summary
+    from labelemb.report.text import _paper_cells
+
+    paper = Summary(0.3, 0.1, 20)
+    for n, words in ((1, "(1 pair)"), (3, "(3 pairs)")):
+        assert _paper_cells(AgainstPaper("reduction", Summary(0.2, None, n), paper, -0.1, None, None))[2].endswith(words)
+    for n, words in ((1, "(1 run)"), (2, "(2 runs)")):
+        assert _paper_cells(AgainstPaper("emb", Summary(0.5, None, n), paper, 0.2, None, None))[2].endswith(words)
+
+
 def test_no_paper_section_without_a_paper_number(tmp_path: Path):
     folder = tmp_path / "r"
     write_run(folder, record("mlp", "mnist", "baseline", 0, 1.5, metric="best_val"))

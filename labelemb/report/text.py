@@ -135,12 +135,16 @@ def verdict(a: AgainstPaper) -> str:
     return f"Not reproduced: our {name} error is " + ("higher" if a.diff > 0 else "lower") + " than the paper's."
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _paper_cells(a: AgainstPaper) -> list[str]:
     if a.what == "reduction":
         return ["reduction: baseline − LabelEmb", f"{a.paper.mean:+.2f} {_ci(a.paper_ci)}",
-                f"{a.ours.mean:+.2f} {_ci(a.ours_ci)} ({a.ours.n} pairs)"]
+                f"{a.ours.mean:+.2f} {_ci(a.ours_ci)} ({_count(a.ours.n, 'pair')})"]
     return [mode_label(a.what), f"{a.paper.mean:.2f} ± {a.paper.std:.2f}",
-            f"{a.ours.mean:.2f} ± {_fmt(a.ours.std)} ({a.ours.n} run{'' if a.ours.n == 1 else 's'})"]
+            f"{a.ours.mean:.2f} ± {_fmt(a.ours.std)} ({_count(a.ours.n, 'run')})"]
 
 
 def paper_section(g: Group) -> str:
