@@ -17,6 +17,8 @@ class FolderReport:
     folder: Path
     groups: list[Group]
     skipped: list[tuple[str, str]]  # (file name, reason), runs' embedding problems included
+    curves: str | None = None  # the curves figure's file name; None without curves
+    files: list[str] = field(default_factory=list)  # every file the report will write, planned once
     markdown: str = ""
     tables: str = ""  # what is printed: the tables alone
     written: list[Path] = field(default_factory=list)
@@ -36,13 +38,13 @@ def analyse_folder(folder: Path, include_dry_run: bool, run_num: int | None,
     for r in runs:
         by_group.setdefault((r.task, r.dataset), {}).setdefault(r.mode, []).append(r)
     groups = [build_group(t, d, by_group[(t, d)], run_num, wanted, skipped) for t, d in sorted(by_group)]
-    return FolderReport(folder, groups, skipped)
+    curves, files = plan_files(groups)
+    return FolderReport(folder, groups, skipped, curves, files)
 
 
-def planned_files(rep: FolderReport) -> tuple[str | None, list[str]]:
+def plan_files(groups: list[Group]) -> tuple[str | None, list[str]]:
     """The names of the curves figure (None without curves) and of every file the report will write;
-    sets each group's heatmap file name."""
-    groups = rep.groups
+    sets each group's heatmap and paper figure file names."""
     curves = "curves.png" if any(r.curve for g in groups for runs in g.by_mode.values() for r in runs) else None
     with_map = [g for g in groups if g.heatmap is not None]
     for g in with_map:
@@ -85,8 +87,7 @@ def written_by_report(path: Path) -> bool:
 
 def write_folder(rep: FolderReport) -> None:
     """report.md, report.csv, comparisons.csv, curves.png and the heatmap(s) into the folder."""
-    groups, folder = rep.groups, rep.folder
-    curves, names = planned_files(rep)  # checked by make_report: none is a file of someone else's
+    groups, folder, curves = rep.groups, rep.folder, rep.curves  # make_report checked rep.files are ours
     if curves:
         plot_curves(groups, folder / curves)
         rep.written.append(folder / curves)
@@ -102,7 +103,7 @@ def write_folder(rep: FolderReport) -> None:
     rep.tables = "\n".join("\n".join(group_sections(g)) for g in groups) or "No complete runs yet.\n"
     texts = {"report.md": rep.markdown, "report.csv": csv_text(groups), "comparisons.csv": comparisons_csv(groups),
              "against_paper.csv": paper_csv(groups)}
-    for name in (n for n in names if n in texts):
+    for name in (n for n in rep.files if n in texts):
         atomic_write(folder / name, texts[name].encode())
         rep.written.append(folder / name)
 
@@ -115,7 +116,7 @@ def make_report(folders: list[str | Path], include_dry_run: bool = False, run_nu
     """
     reports = [analyse_folder(Path(f), include_dry_run, run_num, wanted) for f in folders]
     for rep in reports:  # before anything is written anywhere
-        check_ours(rep.folder, planned_files(rep)[1])
+        check_ours(rep.folder, rep.files)
     if run_num is not None and not any(g.heatmap is not None for r in reports for g in r.groups):
         raise UserError(f"--run {run_num}: no complete emb run #{run_num} with an embedding in "
                         + ", ".join(str(f) for f in folders))
