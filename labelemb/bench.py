@@ -95,8 +95,8 @@ TASKS = {
     "cifar10": Task("cifar10", (3, 32, 32), 10, 50_000, True, {"cpu": 3, "cuda": 50}, 1, 1),
     "cifar100": Task("cifar100", (3, 32, 32), 100, 50_000, True, {"cpu": 2, "cuda": 30}, 1, 1),
 }
-# --quick: the real image shapes, few steps, and a small batch for the ResNets
-QUICK = dict(steps=2, warmup=1, repeats=1, resnet_batch=4, epoch_steps=20)
+# --quick: the real image shapes, few steps, and a small batch for the conv nets (CNN, ResNets)
+QUICK = dict(steps=2, warmup=1, repeats=1, conv_batch=2, epoch_steps=20)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -229,7 +229,7 @@ def bench_task(name: str, task: Task, device: torch.device, opts: argparse.Names
     steps = opts.steps or (QUICK["steps"] if opts.quick else task.steps[device.type])
     warmup = opts.warmup if opts.warmup is not None else (QUICK["warmup"] if opts.quick else task.warmup)
     repeats = opts.repeats or (QUICK["repeats"] if opts.quick else task.repeats)
-    bs = opts.batch_size or (QUICK["resnet_batch"] if opts.quick and task.cifar else task.batch_size)
+    bs = opts.batch_size or (QUICK["conv_batch"] if opts.quick and task.arch != "mlp" else task.batch_size)
     which = MODES if opts.mode == "both" else (opts.mode,)
     drain = CLASSIC_WORKERS * 2 if task.cifar else 0  # batches the classic loader's workers prefetch
     # Enough images that no DataLoader feed (each has its own) starts a new epoch (restarting its
@@ -453,8 +453,8 @@ def build_parser() -> Parser:
     a("--batch-size", type=int, default=None, help="override every task's batch size (default: the recipe's)")
     a("--epoch-steps", type=int, default=None, help=f"steps of the MLP epoch comparison (default {EPOCH_STEPS}, "
                                                     f"quick {QUICK['epoch_steps']})")
-    a("--quick", action="store_true", help=f"smoke test: {QUICK['warmup']} + {QUICK['steps']} steps, ResNet batch "
-                                           f"{QUICK['resnet_batch']}, small synthetic sets (real image shapes)")
+    a("--quick", action="store_true", help=f"smoke test: {QUICK['warmup']} + {QUICK['steps']} steps, conv-net batch "
+                                           f"{QUICK['conv_batch']}, small synthetic sets (real image shapes)")
     a("--threads", type=int, default=0, help="torch.set_num_threads (0 = PyTorch's default)")
     a("--seed", type=int, default=0, help="seed of the synthetic data and the models")
     a("--out", default=None, help="JSON output file (default: bench_<device>.json in the current folder)")
