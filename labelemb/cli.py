@@ -20,7 +20,7 @@ from .distributed import Dist, from_env, setup, teardown
 from .errors import DatasetMissing, UserError
 from .interrupt import Interrupted, RunFailed, StopFlag
 from .parsing import Parser, parser
-from .results import FINISHED, RunFiles, RunLocked, check_writable_folder
+from .results import FINISHED, RunFiles, RunLocked, check_writable_folder, read_record
 from .tblog import INSTALL_HINT, available
 from .train import Schedule, missing_parts, run
 
@@ -199,10 +199,30 @@ def check_same_data(checkpoint: dict, data, path) -> None:
                         f"the data now has {', '.join(data.classes)}; resume with the checkpoint's data")
 
 
-def plan(cfg: Config, files: RunFiles, args: argparse.Namespace, sweep: bool) -> str:
+def check_finished_is_this_run(cfg: Config, files: RunFiles, data=None) -> None:
+    """UserError if the finished run in ``files.record`` is not the run ``cfg`` describes: trained with
+    other settings (a dry run, other epochs, ...) or, given ``data``, on other files. A sweep skips a
+    finished run only when it is this run, so it never reports another run's error as this one's."""
+    try:
+        record = read_record(files.record)
+        saved = Config.from_record(record.get("config"))
+    except (UserError, TypeError):  # unreadable or without a usable config: nothing to compare
+        return
+    differ = [f"{k} {old!r} (now {new!r})" for k, old, new in cfg.resume_mismatch(saved)]
+    old = (record.get("data") or {}).get("sha256") if isinstance(record.get("data"), dict) else None
+    if data is not None and data.source is not None and isinstance(old, dict) and old != data.source["sha256"]:
+        differ.append(f"the data of {record['data'].get('folder')} (now {data.source['folder']}, other files)")
+    if differ:
+        raise UserError(f"{files.record} holds a finished run {cfg.num} with other settings: {', '.join(differ)}; "
+                        f"use another --results-dir, or train that run again with python3 {cfg.task}.py --mode "
+                        f"{cfg.mode} --num {cfg.num} --overwrite and the new settings")
+
+
+def plan(cfg: Config, files: RunFiles, args: argparse.Namespace, sweep: bool, data=None) -> str:
     """'skip', 'resume' or 'fresh' for this run; refuses what would lose finished or unfinished work."""
     status = files.status()
     if status in FINISHED and not args.overwrite and sweep:
+        check_finished_is_this_run(cfg, files, data)
         return "skip"
     if status == "complete" and not args.overwrite:
         raise UserError(f"{files.record} already holds the finished run {cfg.num}; use another --num, "
@@ -237,7 +257,7 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, 
     if dist.any(locked is not None):
         raise locked or RunLocked(f"run {files.stem} is locked by another process")
     try:
-        what = plan(cfg, files, args, sweep)  # again, now that the lock is held
+        what = plan(cfg, files, args, sweep, data)  # again, now that the lock is held
         if what == "skip":
             if dist.main:
                 print(f"{files.stem}: already {files.status()}, skipped")

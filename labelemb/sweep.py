@@ -165,7 +165,7 @@ def check_sweep_args(args: argparse.Namespace) -> None:
 def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
     """The runs of the sweep, run index by run index (the modes of one index together: pairs complete
     early); the shared flags are checked by the task's own parser first."""
-    from .cli import build_parser as script_parser, check_flags, make_config
+    from .cli import build_parser as script_parser, check_finished_is_this_run, check_flags, make_config
 
     recipe = RECIPES[args.task]
     bad = [f for f in flags if f.split("=")[0] in MANAGED]
@@ -188,7 +188,10 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
                 raise UserError(f"flags for every run: {err.getvalue().strip().split('error: ', 1)[-1]}") from None
             check_flags(run_args)  # what would stop every run (a missing --init-emb file, no CUDA): once, here
             cfg = make_config(recipe, run_args, num)  # ConfigError (a UserError) for a bad value
-            out.append(SweepRun(args.task, mode, num, results, tuple(flags), cfg.stem))
+            run = SweepRun(args.task, mode, num, results, tuple(flags), cfg.stem)
+            if run.outcome()[0] in FINISHED:  # skipped below, so it must be this run
+                check_finished_is_this_run(cfg, run.files())
+            out.append(run)
     return out
 
 

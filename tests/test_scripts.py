@@ -101,6 +101,27 @@ def test_runs_sweep_skips_finished(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in recs} == before
 
 
+def test_a_runs_sweep_skips_only_the_same_run(tmp_path, capsys):
+    # a finished run of other settings or data is not this run: no "skipped" with its error, and kept as it is
+    data, other, out = make_mnist(tmp_path / "mnist"), make_mnist(tmp_path / "other", seed=1), tmp_path / "r"
+    common = ("--val-size", "20", "--results-dir", str(out), "--quiet")
+    r = run_script("mlp.py", "--data", str(data), *common, "--dry-run", capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    rec = out / "mnist_mlp_emb_0.json"
+    snapshot = lambda: {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}  # noqa: E731
+    before = snapshot()
+    r = run_script("mlp.py", "--data", str(data), *common, "--epochs", "2", "--runs", "1", capsys=capsys)
+    assert r.returncode == 1 and "skipped" not in r.stdout
+    assert (f"{rec} holds a finished run 0 with other settings: epochs 1 (now 2), dry_run True (now False); "
+            "use another --results-dir, or train that run again with python3 mlp.py --mode emb --num 0 "
+            "--overwrite") in r.stderr
+    r = run_script("mlp.py", "--data", str(other), *common, "--dry-run", "--runs", "1", capsys=capsys)
+    assert r.returncode == 1 and f"other settings: the data of {data} (now {other}, other files)" in r.stderr
+    assert snapshot() == before
+    r = run_script("mlp.py", "--data", str(data), *common, "--dry-run", "--runs", "1", capsys=capsys)
+    assert r.returncode == 0 and "mnist_mlp_emb_0: already complete, skipped" in r.stdout
+
+
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs apt-get install -y dataset-fashion-mnist")
 def test_fashion_mnist_mlp_two_epochs(tmp_path, capsys):
     mode = "emb"  # the real files end to end and a run that learns; the modes' numbers: mlp_results/

@@ -113,6 +113,19 @@ def test_the_retrain_hint_carries_the_sweeps_flags(tmp_path, capsys):
     assert f"python3 mlp.py --data {tmp_path / 'nowhere'} --dry-run --results-dir {out} --mode M" in err
 
 
+def test_a_finished_run_of_other_settings_stops_the_sweep_before_it_starts(tmp_path, capsys):
+    data, out = make_mnist(tmp_path / "m"), tmp_path / "r"
+    r = run_script("mlp.py", "--mode", "emb", "--data", str(data), "--val-size", "20", "--results-dir", str(out),
+                   "--dry-run", "--quiet", capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    before = _snapshot(out)
+    code = sweep.main(["mlp", "--modes", "paper", "--runs", "1", "--results-dir", str(out), *_flags(data)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{out / 'mnist_mlp_emb_0.json'} holds a finished run 0 with other settings: epochs 1 (now 15)" in err
+    assert _snapshot(out) == before and not (out / "sweep_logs").exists()  # nothing started
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["cnn3", "--modes", "emb", "--runs", "2"], "invalid choice: 'cnn3'"),
     (["mlp", "--modes", "emb,soft", "--runs", "2"], "unknown mode(s) soft"),
