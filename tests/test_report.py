@@ -531,6 +531,52 @@ def test_official_data_named_and_a_mislabelled_dataset_warned(tmp_path: Path):
                for n in g_bad.notes)
 
 
+def test_the_paper_row_warns_of_partly_unrecorded_and_of_unverifiable_data(tmp_path: Path):
+    part, cifar, mixed = tmp_path / "part", tmp_path / "cifar", tmp_path / "mixed"
+    for num in range(2):
+        write_run(part, {**record("cnn", "mnist", "baseline", num, 1.0), **({"data": OFFICIAL_MNIST} if num else {})})
+        write_run(cifar, {**record("cifar10", "cifar10", "baseline", num, 7.0 + num),
+                          "data": {"folder": "/c", "sha256": {"data_batch_1": "cd" * 32}}})
+        write_run(mixed, {**record("cifar10", "cifar10", "baseline", num, 7.0 + num),
+                          "data": {"folder": "/c", "sha256": {"data_batch_1": str(num) * 64}}})
+    g_part, g_cifar, g_mixed = (rp.make_report([f])[0].groups[0] for f in (part, cifar, mixed))
+    assert (g_part.data_match, g_cifar.data_match, g_mixed.data_match) == ("partial", "unverified", "mixed")
+    assert "**Some of these runs do not record which data they read**" in (part / "report.md").read_text()
+    md = (cifar / "report.md").read_text()
+    assert "### Against the paper" in md and "this suite knows no checksums of the official cifar10" in md
+    assert "**These runs saw different data**" in (mixed / "report.md").read_text()  # no known checksums either
+
+
+def test_equal_paired_differences_and_no_shared_index_give_no_interval_and_say_why():
+    from labelemb.report.stats import Summary, paired_ttest, reduction_against_paper
+    from labelemb.report.text import _paper_cells, verdict
+
+    base = {0: 0.71, 1: 0.82, 2: 0.93}
+    emb = {i: e - 0.17 for i, e in base.items()}  # 0.54, 0.65, 0.76: differences equal but for float noise
+    pair = paired_ttest(base, emb)
+    assert pair.pairs == 3 and pair.ci is None and pair.p is None and pair.mean_diff == pytest.approx(-0.17)
+    paper_b, paper_e = Summary(0.85, 0.11, 20), Summary(0.55, 0.03, 20)
+    a = reduction_against_paper(list(base.values()), list(emb.values()), pair, paper_b, paper_e)
+    assert a.ci is None and verdict(a) == "Not decided: the paired differences are all equal (no spread, no interval)."
+    apart = paired_ttest({0: 0.7, 1: 0.8}, {2: 0.5, 3: 0.6})
+    a = reduction_against_paper([0.7, 0.8], [0.5, 0.6], apart, paper_b, paper_e)
+    assert a.ours.mean == pytest.approx(0.2) and _paper_cells(a)[2] == "+0.20 – (unpaired means)"
+    assert verdict(a).startswith("Not decided: no run index both modes have")
+
+
+def test_a_reproduced_verdict_on_few_runs_says_how_few():
+    from labelemb.report.stats import AgainstPaper, Summary
+    from labelemb.report.text import verdict
+
+    paper = Summary(0.85, 0.11, 20)
+    assert verdict(AgainstPaper("baseline", Summary(0.76, 0.08, 2), paper, -0.09, (-0.47, 0.30), 0.34)) == \
+        "Reproduced, on only 2 runs: our baseline error agrees with the paper's."
+    assert verdict(AgainstPaper("reduction", Summary(0.2, None, 3), paper, -0.1, (-0.3, 0.1), 0.3)) == \
+        "Reproduced, on only 3 pairs: our reduction agrees with the paper's."
+    assert verdict(AgainstPaper("baseline", Summary(0.8, 0.1, 5), paper, -0.05, (-0.2, 0.1), 0.4)) == \
+        "Reproduced: our baseline error agrees with the paper's."
+
+
 def test_the_papers_figure_of_its_row_draws_baseline_and_labelemb_only(tmp_path: Path):
     folder = cnn_folder(tmp_path / "r")  # cnn/mnist: baseline, emb and ls runs
     write_run(folder, record("mlp", "mnist", "baseline", 0, 1.5, metric="best_val"))  # no paper row

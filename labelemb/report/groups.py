@@ -33,7 +33,9 @@ class Group:
     pairs: list[Paired] = field(default_factory=list)  # every mode against every other
     against_paper: list[AgainstPaper] = field(default_factory=list)  # where SPEC §3 has the task
     data: str = ""  # which data the runs saw (labelemb.fingerprints.describe), or that they differ
-    data_match: str = ""  # against the dataset the records name: official / other / mixed / unrecorded / "" (unknown)
+    # against the dataset the records name: official; partial (official, some runs unrecorded); other; mixed;
+    # unrecorded; unverified (one fingerprint, but no official checksums known for the dataset)
+    data_match: str = ""
     notes: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     mean_soft: np.ndarray | None = None  # mean softmax(E) over the emb runs with a usable embedding
@@ -110,7 +112,8 @@ def data_notes(dataset: str, by_mode: dict[str, list[Run]]) -> tuple[str, list[s
         return describe(None), notes, "unrecorded"
     first = next(iter(seen.values()))[0].data
     expected = EXPECTED.get(dataset)
-    match = "" if not expected else "official" if identify(first["sha256"]) == expected else "other"
+    match = ("unverified" if not expected else "other" if identify(first["sha256"]) != expected else
+             "partial" if unrecorded else "official")
     if match == "other":
         notes.append(f"the records name the dataset {dataset!r} but the files are not {expected}: {describe(first)}")
     return describe(first) + (f" ({len(unrecorded)} run(s) unrecorded)" if unrecorded else ""), notes, match

@@ -115,23 +115,28 @@ def _ci(ci: tuple[float, float] | None) -> str:
 def _side(a: AgainstPaper) -> str:
     """Where the interval of ours − paper lies, in words."""
     if a.ci is None:
-        return "too few runs for an interval"
+        return a.no_ci
     if a.covers_zero:
         return "covers 0"
     return "lies above 0" if a.ci[0] > 0 else "lies below 0"
 
 
+FEW_RUNS = 5  # below this many runs (pairs), a "Reproduced" says on how few
+
+
 def verdict(a: AgainstPaper) -> str:
     """One plain sentence: do we reproduce this row of the paper?"""
     if a.ci is None:
-        return "Not decided: too few runs for an interval."
+        return f"Not decided: {a.no_ci}."
+    # an interval over a handful of runs covers 0 easily: say so beside the word
+    few = f", on only {_count(a.ours.n, 'pair' if a.what == 'reduction' else 'run')}" if a.ours.n < FEW_RUNS else ""
     if a.what == "reduction":
         if a.covers_zero:
-            return "Reproduced: our reduction agrees with the paper's."
+            return f"Reproduced{few}: our reduction agrees with the paper's."
         return ("Not reproduced: our reduction is " + ("larger" if a.diff > 0 else "smaller") + " than the paper's.")
     name = mode_label(a.what)
     if a.covers_zero:
-        return f"Reproduced: our {name} error agrees with the paper's."
+        return f"Reproduced{few}: our {name} error agrees with the paper's."
     return f"Not reproduced: our {name} error is " + ("higher" if a.diff > 0 else "lower") + " than the paper's."
 
 
@@ -142,7 +147,7 @@ def _count(n: int, noun: str) -> str:
 def _paper_cells(a: AgainstPaper) -> list[str]:
     if a.what == "reduction":
         return ["reduction: baseline − LabelEmb", f"{a.paper.mean:+.2f} {_ci(a.paper_ci)}",
-                f"{a.ours.mean:+.2f} {_ci(a.ours_ci)} ({_count(a.ours.n, 'pair')})"]
+                f"{a.ours.mean:+.2f} {_ci(a.ours_ci)} ({_count(a.ours.n, 'pair') if a.ours.n else 'unpaired means'})"]
     return [mode_label(a.what), f"{a.paper.mean:.2f} ± {a.paper.std:.2f}",
             f"{a.ours.mean:.2f} ± {_fmt(a.ours.std)} ({_count(a.ours.n, 'run')})"]
 
@@ -155,13 +160,18 @@ def paper_section(g: Group) -> str:
             for a in g.against_paper]
     header = ["", f"paper ({PAPER_RUNS} runs)", "ours", "ours − paper (pp)", "95% CI", "the interval", "p (Welch)",
               "verdict"]
-    expected = EXPECTED.get(g.dataset)
-    warn = {"unrecorded": f"\n**These runs do not record which data they read**: the comparison below is not known "
-                          f"to reproduce the paper's row, which is on {expected}.\n",
-            "mixed": f"\n**These runs saw different data** (above): the comparison below pools them and is not a "
-                     f"reproduction of the paper's row, which is on {expected}.\n",
-            "other": f"\n**These runs did not read {expected}** ({g.data}): the comparison below is not a "
-                     "reproduction of the paper's row.\n"}.get(g.data_match, "") if expected else ""
+    on = EXPECTED.get(g.dataset) or f"the official {g.dataset}"
+    not_known = f"the comparison below is not known to reproduce the paper's row, which is on {on}"
+    warn = {"unrecorded": f"**These runs do not record which data they read**: {not_known}.",
+            "partial": f"**Some of these runs do not record which data they read** (above): {not_known}.",
+            "mixed": f"**These runs saw different data** (above): the comparison below pools them and is not a "
+                     f"reproduction of the paper's row, which is on {on}.",
+            "other": f"**These runs did not read {on}** ({g.data}): the comparison below is not a "
+                     "reproduction of the paper's row.",
+            "unverified": f"**Which files these runs read is not checked**: this suite knows no checksums of {on}, "
+                          f"so their fingerprint ({g.data}) cannot show it; {not_known} unless those are its "
+                          "files."}.get(g.data_match)
+    warn = f"\n{warn}\n" if warn else ""
     return (f"### Against the paper: {g.title}, {PAPER[g.key][0]}\n{warn}\n" + _md_table(header, rows) + "\n\n"
             "Paper: SPEC §3, mean ± std over its 20 runs per mode. Each mode's row: our mean − the paper's, with "
             "the Welch interval and Welch's two-sided test computed from the two summaries "
