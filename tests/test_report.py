@@ -577,6 +577,23 @@ def test_a_reproduced_verdict_on_few_runs_says_how_few():
         "Reproduced: our baseline error agrees with the paper's."
 
 
+def test_the_reports_own_files_of_an_earlier_layout_are_removed_and_nothing_else(tmp_path: Path):
+    folder = cnn_folder(tmp_path / "r")  # cnn/mnist with a paper row and a heatmap
+    write_run(folder, record("mlp", "mnist", "emb", 0, 1.5, metric="best_val"), identity_emb(10))  # a 2nd heatmap
+    rp.make_report([folder])
+    assert {p.name for p in folder.glob("heatmap*.png")} == {"heatmap_cnn_mnist.png", "heatmap_mlp_mnist.png"}
+    (folder / "heatmap_mine.png").write_bytes(b"\x89PNG\r\n\x1a\n not the report's")  # a user's file
+    for p in folder.glob("mnist_cnn_*.json"):  # the cnn runs go: no paper row, one heatmap
+        p.unlink()
+    (rep,) = rp.make_report([folder])
+    left = {p.name for p in folder.iterdir()}
+    assert "heatmap.png" in left and "heatmap_mine.png" in left
+    assert not {"heatmap_cnn_mnist.png", "heatmap_mlp_mnist.png", "paper_curves_cnn_mnist.png",
+                "against_paper.csv"} & left
+    assert sorted(p.name for p in rep.removed) == ["against_paper.csv", "heatmap_cnn_mnist.png",
+                                                   "heatmap_mlp_mnist.png", "paper_curves_cnn_mnist.png"]
+
+
 def test_the_papers_figure_of_its_row_draws_baseline_and_labelemb_only(tmp_path: Path):
     folder = cnn_folder(tmp_path / "r")  # cnn/mnist: baseline, emb and ls runs
     write_run(folder, record("mlp", "mnist", "baseline", 0, 1.5, metric="best_val"))  # no paper row

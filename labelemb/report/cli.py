@@ -14,7 +14,9 @@ from .records import _one_line
 def build_parser() -> Parser:
     p = parser("python3 -m labelemb.report", command="labelemb-report", description=(
         "Paper-style report over results folders: tables (printed, and written as report.md, report.csv and "
-        "comparisons.csv), curves.png and heatmap(s) in each folder."))
+        "comparisons.csv), curves.png and heatmap(s) in each folder; where SPEC has the paper's row, "
+        "against_paper.csv and the paper's figure too. It writes over no file it did not write, and removes "
+        "its own figures and against_paper.csv of an earlier report that it no longer makes."))
     p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders, e.g. mlp_results cnn_results")
     p.add_argument("--include-dry-run", action="store_true",
                    help="count --dry-run records too (smoke checks; default: they are skipped)")
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, reason in rep.skipped:
             print(f"{prog}: warning: {rep.folder / name} skipped: {reason}", file=sys.stderr)
         print(f"# {rep.folder}\n\n{rep.tables}")
-        print(f"written: {', '.join(str(p) for p in rep.written)}\n")
+        print(f"written: {', '.join(str(p) for p in rep.written)}")
+        if rep.removed:
+            print(f"removed (of an earlier report, not written now): {', '.join(str(p) for p in rep.removed)}")
+        print()
     return 0
 

@@ -22,6 +22,7 @@ class FolderReport:
     markdown: str = ""
     tables: str = ""  # what is printed: the tables alone
     written: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)  # the report's own files of an earlier layout
 
 
 def analyse_folder(folder: Path, include_dry_run: bool, run_num: int | None,
@@ -106,6 +107,22 @@ def write_folder(rep: FolderReport) -> None:
     for name in (n for n in rep.files if n in texts):
         atomic_write(folder / name, texts[name].encode())
         rep.written.append(folder / name)
+    remove_stale(rep)
+
+
+# files only the report writes (never a run's): what it wrote before and does not plan now is removed
+OPTIONAL_FILES = ("curves.png", "heatmap*.png", "paper_curves_*.png", "against_paper.csv")
+
+
+def remove_stale(rep: FolderReport) -> None:
+    """Remove the report's files that this report does not write (a heatmap.png of one group before
+    a second group came, an against_paper.csv of runs now gone), so none is taken for current
+    output; only files that carry the report's own mark."""
+    for pattern in OPTIONAL_FILES:
+        for path in sorted(rep.folder.glob(pattern)):
+            if path.name not in rep.files and path.is_file() and written_by_report(path):
+                path.unlink()
+                rep.removed.append(path)
 
 
 def make_report(folders: list[str | Path], include_dry_run: bool = False, run_num: int | None = None,
