@@ -123,16 +123,16 @@ def test_a_runs_sweep_skips_only_the_same_run(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs apt-get install -y dataset-fashion-mnist")
-def test_fashion_mnist_mlp_two_epochs(tmp_path, capsys):
+def test_fashion_mnist_mlp_one_epoch(tmp_path, capsys):
     mode = "emb"  # the real files end to end and a run that learns; the modes' numbers: mlp_results/
-    r = run_script("mlp.py", f"--mode={mode}", "--dataset", "fashion-mnist", "--epochs", "2", "--quiet",
+    r = run_script("mlp.py", f"--mode={mode}", "--dataset", "fashion-mnist", "--epochs", "1", "--quiet",
                    "--results-dir", str(tmp_path), capsys=capsys)
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / f"fashion-mnist_mlp_{mode}_0.json").read_text())
-    assert rec["steps_per_epoch"] == 550 and len(rec["curve"]) == 10  # 5 evaluations per epoch
-    assert [row["step"] for row in rec["curve"][:5]] == [110, 220, 330, 440, 550]
+    assert rec["steps_per_epoch"] == 550 and len(rec["curve"]) == 5  # 5 evaluations per epoch
+    assert [row["step"] for row in rec["curve"]] == [110, 220, 330, 440, 550]
     assert rec["classes"][0] == "T-shirt/top"
-    assert rec["reported"]["test_error_pct"] < 16.0
+    assert rec["reported"]["test_error_pct"] < 18.0  # about 14 after one epoch; chance is 90
 
 
 # --------------------------------------------------------------------------- interrupt and resume
