@@ -45,8 +45,9 @@ def build_parser(recipe: Recipe) -> Parser:
     a("--val-size", type=int, default=recipe.val_size, help="first training images held out for validation"
       if recipe.val_size else argparse.SUPPRESS)
     a("--num", type=int, default=0, help="run index, part of the output file names")
-    a("--runs", type=int, default=None, help="train runs --num .. --num+RUNS-1 one after another, "
-                                             "skipping runs already complete (default: just --num)")
+    a("--runs", type=int, default=None, help="train runs --num .. --num+RUNS-1 one after another, skipping "
+                                             "runs already complete with these settings and data (a finished run "
+                                             "of others is an error) and resuming unfinished ones (default: just --num)")
     a("--seed", type=int, default=None, help="random seed (default: the run index --num)")
     a("--device", choices=DEVICES, default="auto", help="auto = cuda if available")
     a("--results-dir", default=recipe.results_dir, help="folder for records, curves, checkpoints")
@@ -199,10 +200,11 @@ def check_same_data(checkpoint: dict, data, path) -> None:
                         f"the data now has {', '.join(data.classes)}; resume with the checkpoint's data")
 
 
-def check_finished_is_this_run(cfg: Config, files: RunFiles, data=None) -> None:
+def check_finished_is_this_run(cfg: Config, files: RunFiles, data=None, flags: str | None = None) -> None:
     """UserError if the finished run in ``files.record`` is not the run ``cfg`` describes: trained with
     other settings (a dry run, other epochs, ...) or, given ``data``, on other files. A sweep skips a
-    finished run only when it is this run, so it never reports another run's error as this one's."""
+    finished run only when it is this run, so it never reports another run's error as this one's.
+    ``flags``: the sweep's flags for every run, for the retrain command the message gives."""
     try:
         record = read_record(files.record)
         saved = Config.from_record(record.get("config"))
@@ -213,9 +215,11 @@ def check_finished_is_this_run(cfg: Config, files: RunFiles, data=None) -> None:
     if data is not None and data.source is not None and isinstance(old, dict) and old != data.source["sha256"]:
         differ.append(f"the data of {record['data'].get('folder')} (now {data.source['folder']}, other files)")
     if differ:
+        again = " ".join(x for x in (f"python3 {cfg.task}.py", flags or "", f"--mode {cfg.mode} --num {cfg.num} "
+                                     f"--results-dir {files.dir} --overwrite") if x)
         raise UserError(f"{files.record} holds a finished run {cfg.num} with other settings: {', '.join(differ)}; "
-                        f"use another --results-dir, or train that run again with python3 {cfg.task}.py --mode "
-                        f"{cfg.mode} --num {cfg.num} --overwrite and the new settings")
+                        f"use another --results-dir, or train that run again: {again}"
+                        + ("" if flags is not None else " (with this sweep's other flags)"))
 
 
 def plan(cfg: Config, files: RunFiles, args: argparse.Namespace, sweep: bool, data=None) -> str:

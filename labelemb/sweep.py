@@ -166,6 +166,7 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
     """The runs of the sweep, run index by run index (the modes of one index together: pairs complete
     early); the shared flags are checked by the task's own parser first."""
     from .cli import build_parser as script_parser, check_finished_is_this_run, check_flags, make_config
+    from .data import load_dataset
 
     recipe = RECIPES[args.task]
     bad = [f for f in flags if f.split("=")[0] in MANAGED]
@@ -176,7 +177,7 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
     check_writable_folder(results, "results", "--results-dir")
     parser = script_parser(recipe)
     parser.allow_abbrev = False  # else `-- --see 7` would give every run seed 7, past the check above
-    out = []
+    out, finished = [], []
     for num in range(args.num, args.num + args.runs):
         for mode in parse_modes(args.modes):
             argv = [*flags, "--mode", mode, "--num", str(num), "--results-dir", results]
@@ -190,8 +191,16 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
             cfg = make_config(recipe, run_args, num)  # ConfigError (a UserError) for a bad value
             run = SweepRun(args.task, mode, num, results, tuple(flags), cfg.stem)
             if run.outcome()[0] in FINISHED:  # skipped below, so it must be this run
-                check_finished_is_this_run(cfg, run.files())
+                finished.append((cfg, run))
             out.append(run)
+    if finished:  # its settings and its data: the runs' data, read as each run reads it (where it is here)
+        cfg0 = finished[0][0]
+        try:
+            data = load_dataset(cfg0.dataset, cfg0.data, val_size=cfg0.val_size, download=False, resize=cfg0.resize)
+        except UserError:  # not on this machine: the runs will say so; the settings are compared still
+            data = None
+        for cfg, run in finished:
+            check_finished_is_this_run(cfg, run.files(), data, " ".join(flags))
     return out
 
 

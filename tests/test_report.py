@@ -551,8 +551,9 @@ def test_equal_paired_differences_and_no_shared_index_give_no_interval_and_say_w
     from labelemb.report.stats import Summary, paired_ttest, reduction_against_paper
     from labelemb.report.text import _paper_cells, verdict
 
-    base = {0: 0.71, 1: 0.82, 2: 0.93}
-    emb = {i: e - 0.17 for i, e in base.items()}  # 0.54, 0.65, 0.76: differences equal but for float noise
+    base, emb = {0: 0.71, 1: 0.82, 2: 0.93}, {0: 0.54, 1: 0.65, 2: 0.76}  # differences equal but for float noise
+    d = np.array(list(emb.values())) - np.array(list(base.values()))
+    assert 0 < np.std(d, ddof=1) < 1e-15  # what an exact test for no spread would miss
     pair = paired_ttest(base, emb)
     assert pair.pairs == 3 and pair.ci is None and pair.p is None and pair.mean_diff == pytest.approx(-0.17)
     paper_b, paper_e = Summary(0.85, 0.11, 20), Summary(0.55, 0.03, 20)
@@ -583,11 +584,14 @@ def test_the_reports_own_files_of_an_earlier_layout_are_removed_and_nothing_else
     rp.make_report([folder])
     assert {p.name for p in folder.glob("heatmap*.png")} == {"heatmap_cnn_mnist.png", "heatmap_mlp_mnist.png"}
     (folder / "heatmap_mine.png").write_bytes(b"\x89PNG\r\n\x1a\n not the report's")  # a user's file
+    (folder / "heatmap_kept.png").write_bytes((folder / "heatmap_cnn_mnist.png").read_bytes())  # a marked copy
+    (rep,) = rp.make_report([folder], run_num=2)  # only cnn has emb run 2: the default report's files stay
+    assert rep.removed == [] and (folder / "heatmap_mlp_mnist.png").is_file()
     for p in folder.glob("mnist_cnn_*.json"):  # the cnn runs go: no paper row, one heatmap
         p.unlink()
     (rep,) = rp.make_report([folder])
     left = {p.name for p in folder.iterdir()}
-    assert "heatmap.png" in left and "heatmap_mine.png" in left
+    assert {"heatmap.png", "heatmap_mine.png", "heatmap_kept.png"} <= left
     assert not {"heatmap_cnn_mnist.png", "heatmap_mlp_mnist.png", "paper_curves_cnn_mnist.png",
                 "against_paper.csv"} & left
     assert sorted(p.name for p in rep.removed) == ["against_paper.csv", "heatmap_cnn_mnist.png",

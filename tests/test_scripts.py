@@ -113,8 +113,8 @@ def test_a_runs_sweep_skips_only_the_same_run(tmp_path, capsys):
     r = run_script("mlp.py", "--data", str(data), *common, "--epochs", "2", "--runs", "1", capsys=capsys)
     assert r.returncode == 1 and "skipped" not in r.stdout
     assert (f"{rec} holds a finished run 0 with other settings: epochs 1 (now 2), dry_run True (now False); "
-            "use another --results-dir, or train that run again with python3 mlp.py --mode emb --num 0 "
-            "--overwrite") in r.stderr
+            f"use another --results-dir, or train that run again: python3 mlp.py --mode emb --num 0 --results-dir "
+            f"{out} --overwrite (with this sweep's other flags)") in r.stderr
     r = run_script("mlp.py", "--data", str(other), *common, "--dry-run", "--runs", "1", capsys=capsys)
     assert r.returncode == 1 and f"other settings: the data of {data} (now {other}, other files)" in r.stderr
     assert snapshot() == before

@@ -123,7 +123,14 @@ def test_a_finished_run_of_other_settings_stops_the_sweep_before_it_starts(tmp_p
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"{out / 'mnist_mlp_emb_0.json'} holds a finished run 0 with other settings: epochs 1 (now 15)" in err
+    assert (f"train that run again: python3 mlp.py --data {data} --val-size 20 --mode emb --num 0 --results-dir "
+            f"{out} --overwrite") in err  # the sweep's own flags and folder: never the committed default folder
     assert _snapshot(out) == before and not (out / "sweep_logs").exists()  # nothing started
+    other = make_mnist(tmp_path / "other", seed=1)  # the same settings on other files
+    code = sweep.main(["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(out), *_flags(other, "--dry-run")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"other settings: the data of {data} (now {other}, other files)" in err, err
+    assert _snapshot(out) == before
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import RECIPES
 from ..errors import UserError
 from ..results import RECORD_FORMAT, atomic_write
 from .figures import REPORT_MARK, plot_curves, plot_heatmap, _safe
@@ -107,22 +108,28 @@ def write_folder(rep: FolderReport) -> None:
     for name in (n for n in rep.files if n in texts):
         atomic_write(folder / name, texts[name].encode())
         rep.written.append(folder / name)
-    remove_stale(rep)
 
 
-# files only the report writes (never a run's): what it wrote before and does not plan now is removed
-OPTIONAL_FILES = ("curves.png", "heatmap*.png", "paper_curves_*.png", "against_paper.csv")
+def own_optional_names() -> set[str]:
+    """Every name of a file the report writes only sometimes, for any task and dataset: a file of one of
+    these names, with the report's mark, is the report's own (a renamed copy is not)."""
+    names = {"curves.png", "heatmap.png", "against_paper.csv"}
+    for task, recipe in RECIPES.items():
+        for dataset in recipe.datasets:
+            names |= {f"heatmap_{_safe(task)}_{_safe(dataset)}.png", f"paper_curves_{_safe(task)}_{_safe(dataset)}.png"}
+    return names
 
 
 def remove_stale(rep: FolderReport) -> None:
-    """Remove the report's files that this report does not write (a heatmap.png of one group before
-    a second group came, an against_paper.csv of runs now gone), so none is taken for current
-    output; only files that carry the report's own mark."""
-    for pattern in OPTIONAL_FILES:
-        for path in sorted(rep.folder.glob(pattern)):
-            if path.name not in rep.files and path.is_file() and written_by_report(path):
-                path.unlink()
-                rep.removed.append(path)
+    """Remove the report's own files that this report does not write (a heatmap.png of one group before
+    a second group came, an against_paper.csv of runs now gone), so none is taken for current output.
+    Only names the report gives its files, carrying its mark; a report of one --run or of --classes
+    leaves the default report's files alone."""
+    for name in sorted(own_optional_names() - set(rep.files)):
+        path = rep.folder / name
+        if path.is_file() and written_by_report(path):
+            path.unlink()
+            rep.removed.append(path)
 
 
 def make_report(folders: list[str | Path], include_dry_run: bool = False, run_num: int | None = None,
@@ -142,6 +149,8 @@ def make_report(folders: list[str | Path], include_dry_run: bool = False, run_nu
     for rep in reports:
         try:
             write_folder(rep)
+            if run_num is None and not wanted:
+                remove_stale(rep)
         except OSError as e:
             raise UserError(f"cannot write the report into {rep.folder} ({e.strerror or e})") from None
     return reports

@@ -112,8 +112,9 @@ def data_notes(dataset: str, by_mode: dict[str, list[Run]]) -> tuple[str, list[s
         return describe(None), notes, "unrecorded"
     first = next(iter(seen.values()))[0].data
     expected = EXPECTED.get(dataset)
-    match = ("unverified" if not expected else "other" if identify(first["sha256"]) != expected else
-             "partial" if unrecorded else "official")
+    official = identify(first["sha256"]) == expected if expected else None  # None: no checksums known
+    match = ("other" if official is False else "partial" if unrecorded else
+             "official" if official else "unverified")
     if match == "other":
         notes.append(f"the records name the dataset {dataset!r} but the files are not {expected}: {describe(first)}")
     return describe(first) + (f" ({len(unrecorded)} run(s) unrecorded)" if unrecorded else ""), notes, match

@@ -169,8 +169,8 @@ def paper_section(g: Group) -> str:
             "other": f"**These runs did not read {on}** ({g.data}): the comparison below is not a "
                      "reproduction of the paper's row.",
             "unverified": f"**Which files these runs read is not checked**: this suite knows no checksums of {on}, "
-                          f"so their fingerprint ({g.data}) cannot show it; {not_known} unless those are its "
-                          "files."}.get(g.data_match)
+                          f"so their fingerprint ({g.data}) cannot show that they read it; compare it with the "
+                          "checksums of your copy."}.get(g.data_match)
     warn = f"\n{warn}\n" if warn else ""
     return (f"### Against the paper: {g.title}, {PAPER[g.key][0]}\n{warn}\n" + _md_table(header, rows) + "\n\n"
             "Paper: SPEC §3, mean ± std over its 20 runs per mode. Each mode's row: our mean − the paper's, with "
