@@ -181,16 +181,25 @@ def check_complete(checkpoint: dict, path) -> None:
                         "with --resume previous, or start the run anew with --overwrite")
 
 
+def differing_files(saved: dict, data) -> list[str] | None:
+    """The data files (by name) whose sha256 differs between the ``data`` a checkpoint or record
+    saved and ``data`` now; None where either does not record them (written before fingerprints)."""
+    saved = saved.get("data")
+    if not isinstance(saved, dict) or not isinstance(saved.get("sha256"), dict) or data.source is None:
+        return None
+    old, new = saved["sha256"], data.source["sha256"]
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def check_same_data(checkpoint: dict, data, path) -> None:
     """UserError unless ``data`` is the data the checkpoint was trained on: the same files (sha256)
     and class names. Checkpoints written before they recorded it are accepted with a note."""
-    saved = checkpoint.get("data")
-    if not isinstance(saved, dict) or not isinstance(saved.get("sha256"), dict) or data.source is None:
+    differ = differing_files(checkpoint, data)
+    if differ is None:
         print(f"note: checkpoint {path} does not record which data it was trained on; resuming on "
               f"{data.source['folder'] if data.source else 'the given data'} unchecked", file=sys.stderr)
         return
-    old, new = saved["sha256"], data.source["sha256"]
-    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    saved = checkpoint["data"]
     if differ:
         raise UserError(f"checkpoint {path} was trained on other data: {', '.join(differ)} differ between "
                         f"{saved.get('folder')} (the checkpoint's) and {data.source['folder']} (now); resume with "
@@ -211,8 +220,7 @@ def check_finished_is_this_run(cfg: Config, files: RunFiles, data=None, flags: s
     except (UserError, TypeError):  # unreadable or without a usable config: nothing to compare
         return
     differ = [f"{k} {old!r} (now {new!r})" for k, old, new in cfg.resume_mismatch(saved)]
-    old = (record.get("data") or {}).get("sha256") if isinstance(record.get("data"), dict) else None
-    if data is not None and data.source is not None and isinstance(old, dict) and old != data.source["sha256"]:
+    if data is not None and differing_files(record, data):
         differ.append(f"the data of {record['data'].get('folder')} (now {data.source['folder']}, other files)")
     if differ:
         again = " ".join(x for x in (f"python3 {cfg.task}.py", flags or "", f"--mode {cfg.mode} --num {cfg.num} "

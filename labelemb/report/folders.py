@@ -44,15 +44,20 @@ def analyse_folder(folder: Path, include_dry_run: bool, run_num: int | None,
     return FolderReport(folder, groups, skipped, curves, files)
 
 
+def _group_file(kind: str, task: str, dataset: str) -> str:
+    """The name of a group's own figure: heatmap_<task>_<dataset>.png, paper_curves_<task>_<dataset>.png."""
+    return f"{kind}_{_safe(task)}_{_safe(dataset)}.png"
+
+
 def plan_files(groups: list[Group]) -> tuple[str | None, list[str]]:
     """The names of the curves figure (None without curves) and of every file the report will write;
     sets each group's heatmap and paper figure file names."""
     curves = "curves.png" if any(r.curve for g in groups for runs in g.by_mode.values() for r in runs) else None
     with_map = [g for g in groups if g.heatmap is not None]
     for g in with_map:
-        g.heatmap_file = "heatmap.png" if len(with_map) == 1 else f"heatmap_{_safe(g.task)}_{_safe(g.dataset)}.png"
+        g.heatmap_file = "heatmap.png" if len(with_map) == 1 else _group_file("heatmap", g.task, g.dataset)
     for g in groups:  # the paper's figure of its row: baseline and LabelEmb only
-        g.paper_figure = f"paper_curves_{_safe(g.task)}_{_safe(g.dataset)}.png" if g.against_paper and curves else None
+        g.paper_figure = _group_file("paper_curves", g.task, g.dataset) if g.against_paper and curves else None
     names = [curves] if curves else []
     names += [g.paper_figure for g in groups if g.paper_figure]
     names += [g.heatmap_file for g in with_map] + ["report.md", "report.csv", "comparisons.csv"]
@@ -116,7 +121,7 @@ def own_optional_names() -> set[str]:
     names = {"curves.png", "heatmap.png", "against_paper.csv"}
     for task, recipe in RECIPES.items():
         for dataset in recipe.datasets:
-            names |= {f"heatmap_{_safe(task)}_{_safe(dataset)}.png", f"paper_curves_{_safe(task)}_{_safe(dataset)}.png"}
+            names |= {_group_file("heatmap", task, dataset), _group_file("paper_curves", task, dataset)}
     return names
 
 
