@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -139,12 +140,13 @@ def _cpu_name() -> str:
 def environment(device) -> dict:
     """Versions, the device, and (CUDA) the TF32 flags and cuDNN in effect; the process group if any."""
     import torch
-    import torchvision
 
     from .device import tf32_state
 
+    # torchvision's version as pip has it: importing torchvision (its ops pull in torch._dynamo) costs
+    # seconds per process, and a run reads no torchvision code.
     env = {"python": platform.python_version(), "torch": torch.__version__,
-           "torchvision": torchvision.__version__, "numpy": np.__version__,
+           "torchvision": metadata.version("torchvision"), "numpy": np.__version__,
            "platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads()}
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)

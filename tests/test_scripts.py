@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,7 @@ def test_dry_run_writes_record_curve_plot(script, mode, device, tmp_path, capsys
     rec = json.loads((out / f"{stem}.json").read_text())
     assert rec["status"] == "complete" and rec["mode"] == mode and rec["num"] == 3 and rec["dry_run"]
     assert rec["seed"] == 3 and rec["env"]["torch"]
+    assert rec["env"]["torchvision"] == metadata.version("torchvision")  # as pip has it, without importing it
     assert rec["config"].get("tau") == (2.0 if mode == "emb" else None)  # a setting of emb only
     assert rec["env"]["device"].startswith(device) and rec["env"]["precision"] == "fp32"  # strict fp32 by default
     assert rec["config"]["bn_init"] == ("uniform" if kind.startswith("cifar") else None)
