@@ -14,7 +14,7 @@ import torch
 
 from . import modes
 from .config import BN_INITS, DEFAULT_MODE, DEVICES, RECIPES, Config, ConfigError, Recipe, check
-from .data import SYSTEM_FASHION_MNIST, default_data_dir, load_dataset
+from .data import PROJECT_MNIST, SYSTEM_FASHION_MNIST, default_data_dir, has_idx_files, load_dataset
 from .device import resolve_device
 from .distributed import Dist, from_env, setup, teardown
 from .errors import DatasetMissing, UserError
@@ -335,12 +335,19 @@ def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say
 
 
 def offline_hint(recipe: Recipe, args: argparse.Namespace) -> str:
-    """The command that runs offline on this machine instead, where there is one: Fashion-MNIST from
-    the Debian package (dataset-fashion-mnist) for the MNIST scripts."""
+    """The command that runs offline on this machine instead, where there is one: for MNIST, the same
+    recipe on the real MNIST this project's machines keep beside the checkout (SPEC §4); otherwise,
+    for the MNIST scripts, Fashion-MNIST from the Debian package (dataset-fashion-mnist)."""
+    run = f"python3 {recipe.task}.py --mode={args.mode}"
+    tried = os.path.abspath(args.data) if args.data is not None else None
+    if (args.dataset == "mnist" and has_idx_files(PROJECT_MNIST, "mnist")
+            and tried != os.path.abspath(PROJECT_MNIST)):
+        return (f"; offline, the real MNIST of this project's machines is in {PROJECT_MNIST} and this runs "
+                f"now: {run} --data {PROJECT_MNIST} --results-dir my_results")
     if "fashion-mnist" not in recipe.datasets or args.dataset == "fashion-mnist" or not SYSTEM_FASHION_MNIST.is_dir():
         return ""
-    return (f"; offline, Fashion-MNIST is installed on this machine and this runs now: python3 {recipe.task}.py "
-            f"--mode={args.mode} --dataset fashion-mnist --results-dir my_results")
+    return (f"; offline, Fashion-MNIST is installed on this machine and this runs now: {run} --dataset fashion-mnist "
+            "--results-dir my_results")
 
 
 def main(recipe: Recipe, argv: list[str] | None = None) -> int:

@@ -25,6 +25,9 @@ from .imagefolder import load_imagefolder
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# Where this project's machines keep the real MNIST, beside the checkout (SPEC §4): named in the
+# offline hint, never read unless passed as --data.
+PROJECT_MNIST = "../shared/data/mnist"
 
 # dataset name -> torchvision class name (also its folder name under root)
 _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
@@ -63,6 +66,11 @@ def parse_idx(raw: bytes, path: Path, ndim: int) -> np.ndarray:
 
 _IDX_FILES = {"train_x": ("train-images-idx3-ubyte", 3), "train_y": ("train-labels-idx1-ubyte", 1),
               "test_x": ("t10k-images-idx3-ubyte", 3), "test_y": ("t10k-labels-idx1-ubyte", 1)}
+
+
+def has_idx_files(root: str | os.PathLike, name: str) -> bool:
+    """Whether ``root`` holds the four IDX files of ``name`` (in the folder or torchvision's layout)."""
+    return _find_idx_dir(Path(root), name) is not None
 
 
 def _find_idx_dir(root: Path, name: str) -> Path | None:

@@ -193,6 +193,27 @@ def test_non_finite_loss_marks_record_failed(tmp_path, capsys):
     assert not (out / "mnist_mlp_emb_0.ckpt").exists()  # no checkpoint of a diverged model
 
 
+def test_offline_first_run_beside_the_projects_mnist_names_it(tmp_path, capsys, monkeypatch):
+    # README's main command from a checkout beside ../shared/data/mnist (SPEC §4), without network:
+    # the hint is the same recipe on that MNIST, not another dataset
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    make_mnist(tmp_path / "shared" / "data" / "mnist", n_train=220)  # 200 to train on at --val-size 20
+    monkeypatch.chdir(checkout)
+    r = run_script("mlp.py", "--mode=emb", capsys=capsys)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and not (checkout / "data").exists()
+    suggested = r.stderr.split("this runs now: ")[1].split()
+    assert suggested == ["python3", "mlp.py", "--mode=emb", "--data", "../shared/data/mnist", "--results-dir",
+                         "my_results"]
+    r = run_script("mlp.py", *suggested[2:], "--val-size", "20", "--dry-run", capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((checkout / "my_results" / "mnist_mlp_emb_0.json").read_text())["status"] == "complete"
+    # that folder given and not usable (here: incomplete): no hint to the command that just failed
+    (tmp_path / "shared" / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    r = run_script("mlp.py", "--data", "../shared/data/mnist", capsys=capsys)
+    assert r.returncode == 2 and "incomplete" in r.stderr and "--data ../shared/data/mnist --results-dir" not in r.stderr
+
+
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs apt-get install -y dataset-fashion-mnist")
 def test_offline_first_run_names_the_command_that_works(tmp_path, capsys, monkeypatch):
     # README's main command on a machine without network: one line, naming a command that runs here
