@@ -334,19 +334,25 @@ def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say
     return failed
 
 
-def offline_hint(recipe: Recipe, args: argparse.Namespace) -> str:
-    """The command that runs offline on this machine instead, where there is one: for MNIST, the same
-    recipe on the real MNIST this project's machines keep beside the checkout (SPEC §4); otherwise,
-    for the MNIST scripts, Fashion-MNIST from the Debian package (dataset-fashion-mnist)."""
-    run = f"python3 {recipe.task}.py --mode={args.mode}"
+def offline_alternative(recipe: Recipe, args: argparse.Namespace) -> tuple[str, list[str]] | None:
+    """What runs offline on this machine instead, where there is one: (what is here, the flags that pick
+    it). For MNIST, the same recipe on the real MNIST that this project's machines keep beside the
+    checkout (SPEC §4); otherwise, for the MNIST scripts, Fashion-MNIST from the Debian package."""
     tried = os.path.abspath(args.data) if args.data is not None else None
-    if (args.dataset == "mnist" and has_idx_files(PROJECT_MNIST, "mnist")
-            and tried != os.path.abspath(PROJECT_MNIST)):
-        return (f"; offline, the real MNIST of this project's machines is in {PROJECT_MNIST} and this runs "
-                f"now: {run} --data {PROJECT_MNIST} --results-dir my_results")
-    if "fashion-mnist" not in recipe.datasets or args.dataset == "fashion-mnist" or not SYSTEM_FASHION_MNIST.is_dir():
+    if args.dataset == "mnist" and has_idx_files(PROJECT_MNIST, "mnist") and tried != os.path.abspath(PROJECT_MNIST):
+        return f"the real MNIST of this project's machines is in {PROJECT_MNIST}", ["--data", PROJECT_MNIST]
+    if "fashion-mnist" in recipe.datasets and args.dataset != "fashion-mnist" and SYSTEM_FASHION_MNIST.is_dir():
+        return "Fashion-MNIST is installed on this machine", ["--dataset", "fashion-mnist"]
+    return None
+
+
+def offline_hint(recipe: Recipe, args: argparse.Namespace) -> str:
+    """The end of a missing dataset's error: the command that runs here instead, if any."""
+    alt = offline_alternative(recipe, args)
+    if alt is None:
         return ""
-    return (f"; offline, Fashion-MNIST is installed on this machine and this runs now: {run} --dataset fashion-mnist "
+    what, flags = alt
+    return (f"; offline, {what} and this runs now: python3 {recipe.task}.py --mode={args.mode} {' '.join(flags)} "
             "--results-dir my_results")
 
 

@@ -17,6 +17,8 @@ run is complete.
 at most J at once. Slurm signals SIGUSR1 two minutes before a task's time limit (or on
 preemption): the task stops its run, which writes a checkpoint (the training loop treats SIGUSR1
 like SIGTERM), and submitit requeues the task, which resumes from that checkpoint.
+
+Either way the runs' data is read here first, once (downloaded here if need be), before any run starts.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from . import modes
 from .config import RECIPES
-from .errors import UserError
+from .errors import DatasetMissing, UserError
 from .parsing import Parser, parser
 from .results import FINISHED, RunFiles, check_writable_folder
 
@@ -165,7 +167,8 @@ def check_sweep_args(args: argparse.Namespace) -> None:
 def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
     """The runs of the sweep, run index by run index (the modes of one index together: pairs complete
     early); the shared flags are checked by the task's own parser first."""
-    from .cli import build_parser as script_parser, check_finished_is_this_run, check_flags, make_config
+    from .cli import build_parser as script_parser, check_finished_is_this_run, check_flags, make_config, \
+        offline_alternative
     from .data import load_dataset
 
     recipe = RECIPES[args.task]
@@ -177,7 +180,7 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
     check_writable_folder(results, "results", "--results-dir")
     parser = script_parser(recipe)
     parser.allow_abbrev = False  # else `-- --see 7` would give every run seed 7, past the check above
-    out, finished = [], []
+    out, finished, first = [], [], None
     for num in range(args.num, args.num + args.runs):
         for mode in parse_modes(args.modes):
             argv = [*flags, "--mode", mode, "--num", str(num), "--results-dir", results]
@@ -193,14 +196,23 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
             if run.outcome()[0] in FINISHED:  # skipped below, so it must be this run
                 finished.append((cfg, run))
             out.append(run)
-    if finished:  # its settings and its data: the runs' data, read as each run reads it (where it is here)
-        cfg0 = finished[0][0]
-        try:
-            data = load_dataset(cfg0.dataset, cfg0.data, val_size=cfg0.val_size, download=False, resize=cfg0.resize)
-        except UserError:  # not on this machine: the runs will say so; the settings are compared still
-            data = None
-        for cfg, run in finished:
-            check_finished_is_this_run(cfg, run.files(), data, " ".join(flags))
+            if first is None:  # every run reads the data as this one does (the flags are shared)
+                first = (cfg, run_args)
+    # The runs' data, read as each run reads it, once and before any run starts: a missing dataset is
+    # one error here, not one per run, and a download happens here once (runs started together would
+    # race to write the same files). It also tells whether a finished run saw this data.
+    cfg0, args0 = first
+    starts = len(finished) < len(out)
+    try:
+        data = load_dataset(cfg0.dataset, cfg0.data, val_size=cfg0.val_size, download=starts, resize=cfg0.resize)
+    except UserError as e:
+        if starts:
+            alt = offline_alternative(recipe, args0) if isinstance(e, DatasetMissing) else None
+            raise UserError(f"{e}" + (f"; offline, {alt[0]}: add {' '.join(alt[1])} to the runs' flags (after --)"
+                                      if alt else "")) from None
+        data = None  # every run is finished and none will read it; their settings are compared still
+    for cfg, run in finished:
+        check_finished_is_this_run(cfg, run.files(), data, " ".join(flags))
     return out
 
 
@@ -376,8 +388,8 @@ class SweepTask:
         return submitit.helpers.DelayedSubmission(SweepTask(), run)
 
 
-def slurm_executor(args: argparse.Namespace, folder: Path):
-    """submitit's SlurmExecutor with the sweep's options; UserError without submitit or sbatch."""
+def require_slurm():
+    """submitit, where it is installed and Slurm's sbatch and srun are on the PATH; UserError otherwise."""
     try:
         import submitit
     except ImportError:
@@ -386,6 +398,11 @@ def slurm_executor(args: argparse.Namespace, folder: Path):
     if missing:
         raise UserError(f"--executor slurm needs Slurm's {' and '.join(missing)} on the PATH (not found); run the sweep "
                         "on a machine that submits to your cluster, or use --executor local")
+    return submitit
+
+
+def slurm_executor(args: argparse.Namespace, folder: Path, submitit):
+    """submitit's SlurmExecutor with the sweep's options (``submitit``: from :func:`require_slurm`)."""
     # each time limit reached is a checkpoint and a requeue; a long run may need many (submitit's default: 3)
     ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=MAX_REQUEUES)
     params = {ours: getattr(args, ours) for ours in SLURM_OPTIONS if getattr(args, ours) is not None}
@@ -404,14 +421,14 @@ def submit(executor, runs: list[SweepRun]) -> list:
     return executor.map_array(SweepTask(), runs)
 
 
-def run_slurm(args: argparse.Namespace, runs: list[SweepRun]) -> int:
+def run_slurm(args: argparse.Namespace, runs: list[SweepRun], submitit) -> int:
     todo = [r for r in runs if r.outcome()[0] not in FINISHED]
     if not todo:
         print(summary(runs)[0])
         print("every run is complete already: nothing submitted")
         return 0
     folder = Path(todo[0].results_dir) / "slurm_logs" / "%j"
-    jobs = submit(slurm_executor(args, folder), todo)
+    jobs = submit(slurm_executor(args, folder, submitit), todo)
     array_id = jobs[0].job_id.split("_")[0]
     print(f"submitted Slurm job array {array_id}: {len(todo)} task(s), at most {args.jobs or 256} at once "
           f"({len(runs) - len(todo)} run(s) complete already)")
@@ -428,10 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     prog = p.prog
     try:
         check_sweep_args(args)
-        runs = plan_runs(args, flags)
+        # what the executor needs first: planning reads the data, which may mean a download
         if args.executor == "slurm":
-            return run_slurm(args, runs)
+            submitit = require_slurm()
+            return run_slurm(args, plan_runs(args, flags), submitit)
         gpus = pick_gpus(args)
+        runs = plan_runs(args, flags)
         sweep = LocalSweep(runs, args.jobs or max(1, len(gpus)), gpus)
         code = sweep.run()
     except UserError as e:

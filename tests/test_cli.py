@@ -196,6 +196,13 @@ def test_non_finite_loss_marks_record_failed(tmp_path, capsys):
 def test_offline_first_run_beside_the_projects_mnist_names_it(tmp_path, capsys, monkeypatch):
     # README's main command from a checkout beside ../shared/data/mnist (SPEC §4), without network:
     # the hint is the same recipe on that MNIST, not another dataset
+    from labelemb import data as data_mod
+    from labelemb.errors import DatasetMissing
+
+    def offline(root, name, why, find):
+        raise DatasetMissing(f"{why}, and downloading it failed (no network in this test)")
+
+    monkeypatch.setattr(data_mod, "_download", offline)
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     make_mnist(tmp_path / "shared" / "data" / "mnist", n_train=220)  # 200 to train on at --val-size 20
@@ -211,7 +218,8 @@ def test_offline_first_run_beside_the_projects_mnist_names_it(tmp_path, capsys, 
     # that folder given and not usable (here: incomplete): no hint to the command that just failed
     (tmp_path / "shared" / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
     r = run_script("mlp.py", "--data", "../shared/data/mnist", capsys=capsys)
-    assert r.returncode == 2 and "incomplete" in r.stderr and "--data ../shared/data/mnist --results-dir" not in r.stderr
+    assert r.returncode == 2 and "incomplete" in r.stderr
+    assert "--data ../shared/data/mnist --results-dir" not in r.stderr
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs apt-get install -y dataset-fashion-mnist")

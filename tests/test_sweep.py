@@ -79,6 +79,41 @@ def test_interrupted_sweep_continues_equals_an_uninterrupted_one_then_has_nothin
     assert r.returncode == 0 and _snapshot(out) == before  # every run complete: nothing started, nothing written
 
 
+def test_the_sweep_reads_the_data_once_before_any_run_and_downloads_it_there(tmp_path, capsys, monkeypatch):
+    # runs started together would race to download into one folder, or each fail on missing data
+    from labelemb import data as data_mod
+    from labelemb.errors import DatasetMissing
+
+    checkout, out = tmp_path / "checkout", tmp_path / "r"
+    checkout.mkdir()
+    make_mnist(tmp_path / "shared" / "data" / "mnist")  # this project's MNIST, beside the checkout (SPEC §4)
+    monkeypatch.chdir(checkout)
+    fetched = []
+
+    def offline(root, name, why, find):
+        fetched.append(root)
+        raise DatasetMissing(f"{why}, and downloading it failed (no network in this test)")
+
+    monkeypatch.setattr(data_mod, "_download", offline)
+    argv = ["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(out), "--", "--dry-run", "--val-size", "20",
+            "--batch-size", "20"]
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "mnist not found in data" in err, err
+    assert err.strip().endswith("add --data ../shared/data/mnist to the runs' flags (after --)")
+    assert fetched == [Path("data")] and not out.exists() and not (checkout / "data").exists()
+
+    def online(root, name, why, find):  # a machine with a network: the files arrive
+        fetched.append(root)
+        make_mnist(root)
+        return find()
+
+    monkeypatch.setattr(data_mod, "_download", online)
+    assert sweep.main(argv) == 0, capsys.readouterr().err
+    assert len(fetched) == 2  # once, here: the run (a process of its own, unpatched) found the files
+    assert json.loads((out / "mnist_mlp_emb_0.json").read_text())["status"] == "complete"
+
+
 class _Ended:
     """What LocalSweep.finish reads of a child process that has ended."""
 
@@ -105,12 +140,14 @@ def test_a_run_another_process_took_is_held_and_a_crash_is_an_error_not_a_failur
 
 
 def test_the_retrain_hint_carries_the_sweeps_flags(tmp_path, capsys):
-    out = tmp_path / "r"
+    data, out = make_mnist(tmp_path / "m"), tmp_path / "r"
     code = sweep.main(["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(out),
-                       "--", "--data", str(tmp_path / "nowhere"), "--dry-run"])
+                       "--", "--data", str(data), "--val-size", "20", "--batch-size", "10", "--epochs", "1",
+                       "--lr", "1e30"])  # diverges: the run fails
     err = capsys.readouterr().err
-    assert code == 1 and "1 error" in err, err
-    assert f"python3 mlp.py --data {tmp_path / 'nowhere'} --dry-run --results-dir {out} --mode M" in err
+    assert code == 1 and "1 failed" in err, err
+    flags = f"--data {data} --val-size 20 --batch-size 10 --epochs 1 --lr 1e30"
+    assert f"python3 mlp.py {flags} --results-dir {out} --mode M" in err
 
 
 def test_a_finished_run_of_other_settings_stops_the_sweep_before_it_starts(tmp_path, capsys):
