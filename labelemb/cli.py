@@ -296,6 +296,27 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, 
             files.release_lock()
 
 
+def read_data(cfg: Config, dist: Dist):
+    """The runs' dataset. Under torchrun the first process of each machine reads it first (downloading
+    it if need be) while the others wait, so that no two processes download into one folder at once;
+    where it failed, every process stops with its error."""
+    def load(download: bool = True):
+        return load_dataset(cfg.dataset, cfg.data, val_size=cfg.val_size, download=download, resize=cfg.resize)
+
+    if not dist.active:
+        return load()
+    data, error = None, None
+    if dist.local_rank == 0:
+        try:
+            data = load()
+        except UserError as e:
+            error = e
+    if dist.any(error is not None):  # every process calls this: the first ones' outcome
+        raise error or UserError(f"{cfg.data}: another machine of this torchrun job could not read the data there; "
+                                 "pass a --data folder that every machine has")
+    return data if data is not None else load(download=False)
+
+
 def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say) -> list[str]:
     """Load the data once, then train (or skip) each run in turn. A --runs sweep goes on past a run
     that fails; the failures are returned (a single run raises instead)."""
@@ -307,7 +328,7 @@ def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say
         if dist.any(holder is not None):  # every rank takes the same branch
             raise RunLocked(files0.locked_message(holder))
         plan(cfg0, files0, args, sweep)
-    data = load_dataset(cfg0.dataset, cfg0.data, val_size=cfg0.val_size, resize=cfg0.resize).to(device)
+    data = read_data(cfg0, dist).to(device)
     Schedule.of(cfg0, len(data.train_y))  # the batch fits the data: checked before any file is touched
     mode = modes.get(cfg0.mode)
     if mode.check_data is not None:  # e.g. emb: the shape of --init-emb

@@ -101,3 +101,41 @@ def test_one_process_under_torchrun_takes_the_ddp_path(tmp_path, capsys):
     for ra, rb in zip(a["curve"], b["curve"], strict=True):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-6)
         assert rb["test_loss"] == pytest.approx(ra["test_loss"], rel=1e-6)
+
+
+class _Process:
+    """A process of a torchrun job as read_data sees it; ``failed_elsewhere``: any() hears that the
+    first process of another machine could not read the data."""
+
+    active = True
+
+    def __init__(self, local_rank: int, failed_elsewhere: bool = False):
+        self.local_rank, self.failed_elsewhere = local_rank, failed_elsewhere
+
+    def any(self, flag: bool) -> bool:
+        return flag or self.failed_elsewhere
+
+
+def test_under_torchrun_only_the_first_process_of_a_machine_downloads(tmp_path, monkeypatch):
+    # processes that download into one folder at once would race to write the same files
+    from labelemb import data as data_mod
+    from labelemb.cli import read_data
+    from labelemb.config import RECIPES
+    from labelemb.errors import DatasetMissing, UserError
+
+    fetched = []
+
+    def fetch(root, name, why, find):
+        fetched.append(root)
+        make_mnist(root)
+        return find()
+
+    monkeypatch.setattr(data_mod, "_download", fetch)
+    cfg = RECIPES["mlp"].config(data=str(tmp_path / "d"), val_size=20)
+    with pytest.raises(DatasetMissing):  # another process of the machine reads, never downloads
+        read_data(cfg.replace(data=str(tmp_path / "empty")), _Process(local_rank=1))
+    assert fetched == []
+    assert len(read_data(cfg, _Process(local_rank=0)).train_y) == 100 and len(fetched) == 1  # the first downloads
+    assert len(read_data(cfg, _Process(local_rank=1)).train_y) == 100 and len(fetched) == 1  # then the others read
+    with pytest.raises(UserError, match="another machine of this torchrun job could not read the data"):
+        read_data(cfg, _Process(local_rank=0, failed_elsewhere=True))  # every process stops, none waits for ever
