@@ -292,14 +292,18 @@ class LocalSweep:
     def finish(self, p: subprocess.Popen) -> None:
         run, _ = self.running.pop(p)
         status, _ = run.outcome()
-        # stopped by the sweep: at a checkpoint (130), or before it trained at all (killed while loading data)
-        if p.returncode == 130 or status == "interrupted" or (self.stops and status != "complete"):
+        # The exit code first: a record can be another process's (a finished run of other settings that the
+        # child refused, exit 1) or an interrupted run the child would not resume (other flags, exit 1).
+        # Stopped: at a checkpoint (130), or before it trained at all (killed while loading data).
+        if p.returncode == 130 or (self.stops and status != "complete"):
             kind = "interrupted"
-        elif status in FINISHED:
-            kind = status
-        elif run.files().holder() is not None:  # another process took the run first: the child left it alone
+        elif p.returncode == 0 and status == "complete":
+            kind = "complete"
+        elif status == "failed":  # the run's own verdict (a non-finite loss): not retried
+            kind = "failed"
+        elif p.returncode == 0 and run.files().holder() is not None:  # another process took the run first
             kind = "held"
-        else:  # ended without a verdict (bad input, a crash, killed): its log says why; tried again next time
+        else:  # ended without a verdict (bad input, a refusal, a crash, killed): its log says why
             kind = "error"
             self.progress.exit_codes[run.stem] = p.returncode
         self.progress.statuses[run.stem] = kind
@@ -351,13 +355,14 @@ def summary(runs: list[SweepRun], progress: Progress | None = None) -> tuple[str
     all_done = True
     for run in runs:
         status, err = run.outcome()
-        shown = (progress.statuses.get(run.stem) if progress else None) or status
+        shown = (progress.statuses.get(run.stem) if progress else None) or status  # this sweep's verdict, if any
+        all_done &= shown == "complete"
         if shown == "held":
             shown = "held by another process"
         elif shown == "error" and progress:
             shown = f"error (exit {progress.exit_codes.get(run.stem)})"
-        all_done &= status == "complete"
-        lines.append(f"{run.stem:<32} {shown:<12} {'' if err is None else f'{err:.2f}'}")
+        number = "" if err is None or shown != "complete" else f"{err:.2f}"  # a refused record is another run's
+        lines.append(f"{run.stem:<32} {shown:<12} {number}")
     return "\n".join(lines), all_done
 
 
@@ -371,7 +376,7 @@ class SweepTask:
         self._proc = subprocess.Popen(run.command(), env=child_env(None, None))
         code = self._proc.wait()
         status, err = run.outcome()
-        if status != "complete":
+        if code != 0 or status != "complete":  # a complete record the child refused is another run's
             raise RuntimeError(f"{run.stem}: exit code {code}, record {status}")
         return {"run": run.stem, "status": status, "test_error_pct": err}
 

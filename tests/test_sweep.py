@@ -139,6 +139,30 @@ def test_a_run_another_process_took_is_held_and_a_crash_is_an_error_not_a_failur
     assert [r.stem for r in local.pending()] == [crashed.stem]  # the error is tried again, the held run is not
 
 
+def test_a_run_is_complete_only_when_its_child_says_so(tmp_path):
+    # The record a child leaves can be another process's: a finished run of other settings that the child
+    # refused (exit 1; it must not count as this sweep's), or an interrupted run it would not resume with
+    # other flags (exit 1; the same command would only refuse again: an error, with its log).
+    out = tmp_path / "r"
+    out.mkdir()
+    statuses = {0: ("complete", 0), 1: ("complete", 1), 2: ("interrupted", 1), 3: ("failed", 1),
+                4: ("interrupted", 130)}
+    runs = [sweep.SweepRun("mlp", "emb", n, str(out), (), f"mnist_mlp_emb_{n}") for n in statuses]
+    for run, (status, _) in zip(runs, statuses.values()):
+        (out / f"{run.stem}.json").write_text(json.dumps({"status": status, "reported": {"test_error_pct": 1.5}}))
+    local = sweep.LocalSweep(runs, jobs=len(runs), gpus=[])
+    ended = {run: _Ended(code) for run, (_, code) in zip(runs, statuses.values())}
+    local.running = {e: (run, None) for run, e in ended.items()}
+    for e in ended.values():
+        local.finish(e)
+    assert [local.progress.statuses[r.stem] for r in runs] == ["complete", "error", "error", "failed", "interrupted"]
+    table, done = sweep.summary(runs, local.progress)
+    assert not done and "error (exit 1)" in table
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
+    assert rows["mnist_mlp_emb_0"].endswith("1.50") and not rows["mnist_mlp_emb_1"].endswith("1.50")
+    assert sweep.summary(runs[:1], local.progress)[1]  # all complete: done
+
+
 def test_the_retrain_hint_carries_the_sweeps_flags(tmp_path, capsys):
     data, out = make_mnist(tmp_path / "m"), tmp_path / "r"
     code = sweep.main(["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(out),
