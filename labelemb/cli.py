@@ -251,6 +251,10 @@ def plan(cfg: Config, files: RunFiles, args: argparse.Namespace, sweep: bool, da
             return "resume"
         raise UserError(f"{files.ckpt} holds an unfinished run {cfg.num}; continue it with --resume, "
                         "or start it anew with --overwrite")
+    if files.prev_ckpt.exists() and not args.overwrite:  # the one before the last, and the last is missing
+        raise UserError(f"{files.prev_ckpt} holds the previous checkpoint of the unfinished run {cfg.num} and there "
+                        f"is no {files.ckpt.name}; continue it with python3 {cfg.task}.py --num {cfg.num} --resume "
+                        "previous (and its flags), or start it anew with --overwrite")
     return "fresh"
 
 

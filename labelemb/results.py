@@ -78,7 +78,7 @@ def atomic_write(path: Path, data: bytes, keep_previous: Path | None = None,
         if before_replace is not None:
             before_replace()
         if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)
+            _keep_as(path, keep_previous)
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -90,6 +90,16 @@ def atomic_write(path: Path, data: bytes, keep_previous: Path | None = None,
         raise
     finally:
         IN_PROGRESS.discard(tmp)
+
+
+def _keep_as(path: Path, previous: Path) -> None:
+    """``previous`` becomes a second name of ``path``'s file (a hard link), so that ``path`` is never
+    missing, whenever a process dies; a rename where the file system has no hard links."""
+    previous.unlink(missing_ok=True)
+    try:
+        os.link(path, previous)
+    except OSError:
+        os.replace(path, previous)
 
 
 def remove_in_progress() -> None:

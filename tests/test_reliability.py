@@ -194,6 +194,44 @@ def test_resume_previous_without_one_names_the_previous(finished, capsys):
     assert _snapshot(out) == before
 
 
+def test_the_last_checkpoint_never_goes_missing_while_the_next_is_moved_in(tmp_path, monkeypatch):
+    # the previous checkpoint is a second name of the file (a hard link), not the file renamed away: a
+    # process that dies between the two steps leaves the last checkpoint where a resume looks for it
+    from labelemb import results
+
+    ckpt, prev = tmp_path / "r.ckpt", tmp_path / "r.ckpt.prev"
+    results.atomic_write(ckpt, b"epoch 1", keep_previous=prev)
+    results.atomic_write(ckpt, b"epoch 2", keep_previous=prev)
+    assert ckpt.read_bytes() == b"epoch 2" and prev.read_bytes() == b"epoch 1"
+    real = os.replace
+
+    def killed(src, dst):
+        if Path(dst) == ckpt:
+            raise KeyboardInterrupt  # the process dies just before the new checkpoint moves in
+        real(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        results.atomic_write(ckpt, b"epoch 3", keep_previous=prev)
+    assert ckpt.read_bytes() == b"epoch 2" and prev.read_bytes() == b"epoch 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.ckpt", "r.ckpt.prev"]  # no temporary file left
+
+
+def test_only_a_previous_checkpoint_is_not_trained_over(interrupted, capsys):
+    # its last checkpoint is missing (e.g. a crash of an older version between its two renames): a plain
+    # run, a --runs sweep and labelemb-sweep's runs must not start afresh and drop it
+    data, out = interrupted
+    (out / f"{STEM}.ckpt").unlink()
+    before = _snapshot(out)
+    for extra in ([], ["--runs", "1"]):
+        r = run_script("mlp.py", *_args(data, out, "--epochs", "3", *extra), capsys=capsys)
+        assert r.returncode != 0 and "--resume previous" in r.stderr, r.stderr
+        assert _snapshot(out) == before
+    r = run_script("mlp.py", *_args(data, out, "--epochs", "3", "--resume", "previous"), capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / f"{STEM}.json").read_text())["status"] == "complete"
+
+
 def test_checkpoint_of_another_script_names_that_script(interrupted, capsys):
     data, out = interrupted
     for suffix in (".json", ".ckpt"):  # an mlp run under a cnn run's name
