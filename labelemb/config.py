@@ -160,7 +160,7 @@ class Config:
     @property
     def stem(self) -> str:
         """The run's name: its files are <stem>.json, <stem>.csv, ... in the results folder."""
-        return f"{self.dataset}_{self.arch}_{self.mode}_{self.num}"
+        return run_stem(self.dataset, self.arch, self.mode, self.num)
 
     @property
     def two_heads(self) -> bool:
@@ -211,6 +211,11 @@ class Config:
         if saved.mode == self.mode:
             diff += [(k, saved.settings[k], v) for k, v in self.settings.items() if saved.settings[k] != v]
         return diff
+
+
+def run_stem(dataset: str, arch: str, mode: str, num: int) -> str:
+    """The name of a run's files (<stem>.json, <stem>.csv, ...)."""
+    return f"{dataset}_{arch}_{mode}_{num}"
 
 
 def _split_settings(changes: dict, settings: dict) -> dict:

@@ -210,11 +210,13 @@ def test_bad_files_are_skipped_and_the_rest_summarised(tmp_path: Path, capsys):
     write_run(folder, record("cnn", "mnist", "baseline", 10, 5.0, dry_run=True))
     (folder / "notes.json").write_text('{"hello": 1}')
     (folder / "mnist_cnn_emb_2_emb.npy").write_bytes(b"\x93NUMPY garbage")  # run 2's embedding is corrupt
+    copy = folder / "mnist_cnn_emb_0 (copy).json"  # a backup beside the record: the run counts once
+    copy.write_bytes((folder / "mnist_cnn_emb_0.json").read_bytes())
 
     assert rp.main([str(folder)]) == 0
     out, err = capsys.readouterr()
     for name in ("mnist_cnn_baseline_7.json", "mnist_cnn_emb_8.json", "mnist_cnn_emb_9.json",
-                 "mnist_cnn_baseline_10.json", "mnist_cnn_emb_2_emb.npy"):
+                 "mnist_cnn_baseline_10.json", "mnist_cnn_emb_2_emb.npy", copy.name):
         assert f"{name} skipped" in err
     assert "Traceback" not in err
     assert "| baseline | 4 |" in out and "| LabelEmb | 3 |" in out  # the rest is still summarised
@@ -226,6 +228,8 @@ def test_bad_files_are_skipped_and_the_rest_summarised(tmp_path: Path, capsys):
     assert "| mnist_cnn_baseline_10.json | dry run" in skipped
     assert "| notes.json | not a labelemb-run/1 run record |" in skipped
     assert "mnist_cnn_emb_2_emb.npy" in skipped
+    assert (f"| {copy.name} | the record of run mnist_cnn_emb_0 under another name: counted only as "
+            "mnist_cnn_emb_0.json |") in skipped
     assert "mean over 2 emb run(s) (#0, #1)" in md  # the corrupt embedding is left out
 
     # --include-dry-run counts the dry-run record.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import modes as table
+from ..config import run_stem
 from ..results import RECORD_FORMAT
 
 BASE_MODE = table.with_role("reference").name  # what every mode is compared to (the baseline)
@@ -104,9 +105,15 @@ def load_folder(folder: Path, include_dry_run: bool) -> tuple[list[Run], list[tu
             skipped.append((path.name, "dry run (counted only with --include-dry-run)"))
             continue
         try:
-            runs.append(parse_run(path, rec))
+            run = parse_run(path, rec)
         except (ValueError, TypeError, KeyError) as e:
             skipped.append((path.name, f"malformed record: {_one_line(e)}"))
+            continue
+        own = run_stem(run.dataset, run.arch, run.mode, run.num) + ".json"
+        if path.name != own:  # a copy (a backup, "... (copy).json") would count the run twice
+            skipped.append((path.name, f"the record of run {own[:-5]} under another name: counted only as {own}"))
+            continue
+        runs.append(run)
     return runs, skipped, candidates
 
 
