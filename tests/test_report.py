@@ -551,6 +551,28 @@ def test_the_paper_row_warns_of_partly_unrecorded_and_of_unverifiable_data(tmp_p
     assert "**These runs saw different data**" in (mixed / "report.md").read_text()  # no known checksums either
 
 
+def test_the_paper_row_warns_of_runs_not_trained_with_the_recipe(tmp_path: Path):
+    from labelemb.config import RECIPES
+
+    good, short = tmp_path / "good", tmp_path / "short"
+    for mode, err in (("baseline", 0.7), ("emb", 0.55)):
+        for num in range(2):
+            rec = {**record("cnn", "mnist", mode, num, err + num / 100, epochs=15), "data": OFFICIAL_MNIST}
+            rec["config"] = RECIPES["cnn"].config(mode=mode, num=num, seed=num).to_dict()  # as cnn.py writes it
+            write_run(good, rec)
+            if mode == "emb":  # quick emb runs beside the recipe's baseline
+                rec = {**rec, "config": {**rec["config"], "epochs": 1, "batch_size": 20}}
+            write_run(short, rec)
+    g_good, g_short = (rp.make_report([f])[0].groups[0] for f in (good, short))
+    assert g_good.off_recipe == [] and "trained with the recipe" not in (good / "report.md").read_text()
+    assert g_short.off_recipe == ["emb: epochs 1 (the recipe: 15)", "emb: batch_size 20 (the recipe: 100)"]
+    assert ("**These runs were not all trained with the recipe** (SPEC §2, the script's defaults): emb: epochs 1 "
+            "(the recipe: 15); emb: batch_size 20") in (short / "report.md").read_text()
+    rows = list(csv.DictReader((short / "against_paper.csv").open()))
+    assert len(rows) == 3 and {r["data_match"] for r in rows} == {"official"}
+    assert {r["off_recipe"] for r in rows} == {"emb: epochs 1 (the recipe: 15); emb: batch_size 20 (the recipe: 100)"}
+
+
 def test_equal_paired_differences_and_no_shared_index_give_no_interval_and_say_why():
     from labelemb.report.stats import Summary, paired_ttest, reduction_against_paper
     from labelemb.report.text import _paper_cells, verdict

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 
 import numpy as np
 
 from .. import modes as table
-from ..config import VARIANT_KEYS, Config
+from ..config import RECIPES, VARIANT_KEYS, Config
 from ..errors import UserError
 from .embeddings import _norm_name, heatmap_classes, load_soft_targets
 from ..fingerprints import EXPECTED, describe, identify
@@ -36,6 +36,8 @@ class Group:
     # against the dataset the records name: official; partial (official, some runs unrecorded); other; mixed;
     # unrecorded; unverified (one fingerprint, but no official checksums known for the dataset)
     data_match: str = ""
+    # where the paper's modes were not trained with the script's recipe (SPEC §2), one phrase per setting
+    off_recipe: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     mean_soft: np.ndarray | None = None  # mean softmax(E) over the emb runs with a usable embedding
@@ -83,6 +85,27 @@ def config_notes(by_mode: dict[str, list[Run]]) -> list[str]:
             values = sorted({json.dumps(Config.saved_setting(r.config, k)) for r in runs})
             if len(values) > 1:
                 notes.append(f"{mode} runs differ in config {k!r}: {', '.join(values)}")
+    return notes
+
+
+def recipe_notes(task: str, by_mode: dict[str, list[Run]]) -> list[str]:
+    """Where the runs of the paper's modes were not trained with the recipe of the task's script (SPEC
+    §2: what the comparison with the paper assumes): each setting that differs, with the values."""
+    notes = []
+    for mode in (BASE_MODE, EMB_MODE):
+        runs = by_mode.get(mode, [])
+        if not runs or task not in RECIPES:
+            continue
+        recipe = RECIPES[task].config(mode=mode)
+        own = [s.name for s in table.MODES[mode].settings]
+        for k in (*SHARED_KEYS, "dry_run", *VARIANT_KEYS, *own):
+            want = getattr(recipe, k)
+            saved = [Config.saved_setting(r.config, k) for r in runs]
+            if isinstance(want, bool):  # a flag that older records hold as null reads as off
+                saved = [bool(v) for v in saved]
+            seen = {"unrecorded" if v is MISSING else json.dumps(v) for v in saved}
+            if seen != {json.dumps(want)}:
+                notes.append(f"{mode}: {k} {', '.join(sorted(seen))} (the recipe: {json.dumps(want)})")
     return notes
 
 
@@ -147,6 +170,7 @@ def build_group(task: str, dataset: str, by_mode: dict[str, list[Run]], run_num:
     g.notes += notes
     if paper:
         g.against_paper = paper_rows(g, paper)
+        g.off_recipe = recipe_notes(task, by_mode)
     if len({r.metric for runs in by_mode.values() for r in runs}) > 1:
         g.notes.append("runs report different metrics; their errors are not comparable")
     emb_runs = sorted(by_mode.get(EMB_MODE, []), key=lambda r: r.num)

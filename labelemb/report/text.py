@@ -171,6 +171,10 @@ def paper_section(g: Group) -> str:
             "unverified": f"**Which files these runs read is not checked**: this suite knows no checksums of {on}, "
                           f"so their fingerprint ({g.data}) cannot show that they read it; compare it with the "
                           "checksums of your copy."}.get(g.data_match)
+    if g.off_recipe:
+        warn = (f"{warn}\n\n" if warn else "") + (
+            "**These runs were not all trained with the recipe** (SPEC §2, the script's defaults): "
+            f"{'; '.join(g.off_recipe)}. The comparison below is not a reproduction of the paper's row.")
     warn = f"\n{warn}\n" if warn else ""
     return (f"### Against the paper: {g.title}, {PAPER[g.key][0]}\n{warn}\n" + _md_table(header, rows) + "\n\n"
             "Paper: SPEC §3, mean ± std over its 20 runs per mode. Each mode's row: our mean − the paper's, with "
@@ -237,7 +241,8 @@ CSV_FIELDS = ["task", "dataset", "arch", "mode", "metric", "runs", "run_nums", "
               "best_test_error_mean", "best_test_error_std", "best_test_epoch_median"]
 PAPER_FIELDS = ["task", "dataset", "row", "paper_mean", "paper_std", "paper_runs", "paper_ci_low", "paper_ci_high",
                 "ours_mean", "ours_std", "ours_runs", "ours_ci_low", "ours_ci_high", "diff_ours_minus_paper",
-                "ci_low", "ci_high", "ci_level", "welch_t", "welch_df", "p_welch", "verdict"]
+                "ci_low", "ci_high", "ci_level", "welch_t", "welch_df", "p_welch", "verdict", "data_match",
+                "off_recipe"]
 COMPARISON_FIELDS = ["task", "dataset", "mode_a", "mode_b", "pairs", "unpaired", "mean_diff_b_minus_a", "ci_low",
                      "ci_high", "ci_level", "p_paired", "p_welch"]
 
@@ -291,5 +296,6 @@ def paper_csv(groups: list[Group]) -> str:
          "paper_ci_high": a.paper_ci and a.paper_ci[1], "ours_mean": a.ours.mean, "ours_std": a.ours.std,
          "ours_runs": a.ours.n, "ours_ci_low": a.ours_ci and a.ours_ci[0], "ours_ci_high": a.ours_ci and a.ours_ci[1],
          "diff_ours_minus_paper": a.diff, "ci_low": a.ci and a.ci[0], "ci_high": a.ci and a.ci[1],
-         "ci_level": a.level, "welch_t": a.t, "welch_df": a.df, "p_welch": a.p, "verdict": verdict(a)}
+         "ci_level": a.level, "welch_t": a.t, "welch_df": a.df, "p_welch": a.p, "verdict": verdict(a),
+         "data_match": g.data_match, "off_recipe": "; ".join(g.off_recipe)}
         for g in groups for a in g.against_paper])
