@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import modes
@@ -63,6 +63,9 @@ class SweepRun:
     results_dir: str
     flags: tuple[str, ...]
     stem: str
+    # finished (complete or failed) when the sweep was planned, and checked to be this run then: skipped.
+    # A record that appears later may be another process's run of other settings: the child decides.
+    finished: bool = False
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "labelemb.cli", self.task, *self.flags, "--mode", self.mode, "--num",
@@ -193,7 +196,8 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
             check_flags(run_args)  # what would stop every run (a missing --init-emb file, no CUDA): once, here
             cfg = make_config(recipe, run_args, num)  # ConfigError (a UserError) for a bad value
             run = SweepRun(args.task, mode, num, results, tuple(flags), cfg.stem)
-            if run.outcome()[0] in FINISHED:  # skipped below, so it must be this run
+            if run.outcome()[0] in FINISHED:  # skipped, so it must be this run: checked below
+                run = replace(run, finished=True)
                 finished.append((cfg, run))
             out.append(run)
             if first is None:  # every run reads the data as this one does (the flags are shared)
@@ -314,10 +318,8 @@ class LocalSweep:
         for run in self.runs:
             status, _ = run.outcome()
             files = run.files()
-            if status == "complete":
-                self.progress.statuses[run.stem] = "complete"
-            elif status == "failed":
-                self.progress.statuses[run.stem] = "failed"
+            if run.finished and status in FINISHED:
+                self.progress.statuses[run.stem] = status
             elif files.holder() is not None:
                 self.progress.statuses[run.stem] = "held"
             else:
@@ -427,7 +429,7 @@ def submit(executor, runs: list[SweepRun]) -> list:
 
 
 def run_slurm(args: argparse.Namespace, runs: list[SweepRun], submitit) -> int:
-    todo = [r for r in runs if r.outcome()[0] not in FINISHED]
+    todo = [r for r in runs if not r.finished]
     if not todo:
         print(summary(runs)[0])
         print("every run is complete already: nothing submitted")

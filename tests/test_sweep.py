@@ -2,6 +2,7 @@
 (a stand-in sbatch records what it is given; submitit's local executor runs the same task)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -161,6 +162,10 @@ def test_a_run_is_complete_only_when_its_child_says_so(tmp_path):
     rows = {line.split()[0]: line for line in table.splitlines()[1:]}
     assert rows["mnist_mlp_emb_0"].endswith("1.50") and not rows["mnist_mlp_emb_1"].endswith("1.50")
     assert sweep.summary(runs[:1], local.progress)[1]  # all complete: done
+    # skipped without a child only when it was finished, and checked, when the sweep was planned: a record
+    # that appeared since may be another process's run of other settings, which its child would refuse
+    planned = dataclasses.replace(runs[0], finished=True)
+    assert [r.stem for r in sweep.LocalSweep([planned, runs[1]], jobs=1, gpus=[]).pending()] == [runs[1].stem]
 
 
 def test_the_retrain_hint_carries_the_sweeps_flags(tmp_path, capsys):
