@@ -460,7 +460,8 @@ def test_against_the_paper_rows_by_hand(tmp_path: Path):
     for a in g.against_paper:
         covers = a.ci[0] <= 0 <= a.ci[1]
         assert rows[a.what]["verdict"].startswith("Reproduced" if covers else "Not reproduced")
-    assert rows["baseline"]["verdict"] == "Not reproduced: our baseline error is higher than the paper's."
+    assert rows["baseline"]["verdict"] == \
+        "Not reproduced, on only 4 runs: our baseline error is higher than the paper's."
     md = (folder / "report.md").read_text()
     assert "### Against the paper: cnn on mnist (cnn), MNIST, CNN" in md
     assert "These runs do not record which data they read" in md  # synthetic records carry no fingerprint
@@ -478,6 +479,11 @@ def test_verdict_wording():
     assert verdict(AgainstPaper("reduction", s, s, -0.2, (-0.3, -0.1), 0.01)) == \
         "Not reproduced: our reduction is smaller than the paper's."
     assert verdict(AgainstPaper("baseline", s, s, 0.0, None, None)).startswith("Not decided")
+    few = Summary(1.0, 0.1, 4)  # either verdict on fewer than 5 runs (pairs) says on how few
+    assert verdict(AgainstPaper("reduction", few, s, -0.2, (-0.3, -0.1), 0.01)) == \
+        "Not reproduced, on only 4 pairs: our reduction is smaller than the paper's."
+    assert verdict(AgainstPaper("emb", few, s, 0.1, (-0.1, 0.3), 0.5)) == \
+        "Reproduced, on only 4 runs: our LabelEmb error agrees with the paper's."
 
 
 def test_the_cells_against_the_paper_count_runs_and_pairs_in_good_english():
