@@ -169,7 +169,7 @@ def check_sweep_args(args: argparse.Namespace) -> None:
 
 def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
     """The runs of the sweep, run index by run index (the modes of one index together: pairs complete
-    early); the shared flags are checked by the task's own parser first."""
+    early); the shared flags are checked by the task's own parser first, then the data is read once."""
     from .cli import build_parser as script_parser, check_finished_is_this_run, check_flags, make_config, \
         offline_alternative
     from .data import load_dataset
@@ -313,7 +313,8 @@ class LocalSweep:
         self.progress.statuses[run.stem] = kind
 
     def pending(self) -> list[SweepRun]:
-        """The runs to start: not complete, not failed before, not held by another process."""
+        """The runs to start: all but those finished when the sweep was planned and those another process
+        holds."""
         out = []
         for run in self.runs:
             status, _ = run.outcome()

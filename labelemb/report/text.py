@@ -128,9 +128,8 @@ def verdict(a: AgainstPaper) -> str:
     """One plain sentence: do we reproduce this row of the paper?"""
     if a.ci is None:
         return f"Not decided: {a.no_ci}."
-    # Over a handful of runs an interval is wide (it covers 0 easily), and the Welch intervals are a
-    # little narrow: they cover the truth in 92.6% (3 runs) and 93.9% (4) of draws, 95% from about 10
-    # (sweeps/ci_coverage.py). Either verdict says on how few.
+    # over a handful of runs an interval is wide, and a little narrow for its level (paper_section says
+    # how much): either verdict says on how few
     few = f", on only {_count(a.ours.n, 'pair' if a.what == 'reduction' else 'run')}" if a.ours.n < FEW_RUNS else ""
     if a.what == "reduction":
         if a.covers_zero:
@@ -139,7 +138,7 @@ def verdict(a: AgainstPaper) -> str:
     name = mode_label(a.what)
     if a.covers_zero:
         return f"Reproduced{few}: our {name} error agrees with the paper's."
-    return f"Not reproduced{few}: our {name} error is " + ("higher" if a.diff > 0 else "lower") + " than the paper's."
+    return f"Not reproduced{few}: our {name} error is {'higher' if a.diff > 0 else 'lower'} than the paper's."
 
 
 def _count(n: int, noun: str) -> str:
