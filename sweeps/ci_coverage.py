@@ -8,10 +8,18 @@ each. Our n runs per mode are drawn from the same distributions, so every differ
 our paired reduction (n pairs, correlation ``RHO`` between a seed's two runs) against the paper's
 from its two summaries, with Welch–Satterthwaite degrees of freedom.
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 from scipy import stats
 
-PAPER = {"baseline": (0.85, 0.11), "emb": (0.55, 0.03)}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from labelemb import modes  # noqa: E402  (the paper's numbers live in the mode table)
+
+ROW = ("cnn", "mnist")
+BASE, METHOD = (modes.with_role(r) for r in ("reference", "method"))
+PAPER = {m.label: m.paper[ROW][:2] for m in (BASE, METHOD)}  # mean, std
 N_PAPER, DRAWS, RHO = 20, 200_000, 0.5
 
 
@@ -23,7 +31,7 @@ def welch(m1, v1, df1, m2, v2, df2):
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    print("runs (pairs) | baseline row | LabelEmb row | reduction row")
+    print(f"runs (pairs) | {BASE.label} row | {METHOD.label} row | reduction row")
     for n in (3, 4, 5, 10, 20):
         paper = {m: rng.normal(mu, sd, (DRAWS, N_PAPER)) for m, (mu, sd) in PAPER.items()}
         z = rng.standard_normal((DRAWS, n, 2))
@@ -32,10 +40,11 @@ def main() -> None:
         mean = {k: {m: x.mean(1) for m, x in d.items()} for k, d in (("p", paper), ("o", ours))}
         var = {k: {m: x.var(1, ddof=1) / x.shape[1] for m, x in d.items()} for k, d in (("p", paper), ("o", ours))}
         rows = [welch(mean["o"][m], var["o"][m], n - 1, mean["p"][m], var["p"][m], N_PAPER - 1).mean() for m in PAPER]
-        d = ours["baseline"] - ours["emb"]
-        vp = var["p"]["baseline"] + var["p"]["emb"]
-        dfp = vp ** 2 / (var["p"]["baseline"] ** 2 / (N_PAPER - 1) + var["p"]["emb"] ** 2 / (N_PAPER - 1))
-        red = welch(d.mean(1), d.var(1, ddof=1) / n, n - 1, mean["p"]["baseline"] - mean["p"]["emb"], vp, dfp).mean()
+        b, e = BASE.label, METHOD.label
+        d = ours[b] - ours[e]
+        vp = var["p"][b] + var["p"][e]
+        dfp = vp ** 2 / (var["p"][b] ** 2 / (N_PAPER - 1) + var["p"][e] ** 2 / (N_PAPER - 1))
+        red = welch(d.mean(1), d.var(1, ddof=1) / n, n - 1, mean["p"][b] - mean["p"][e], vp, dfp).mean()
         print(f"{n:>12} | {rows[0]:.3f} | {rows[1]:.3f} | {red:.3f}")
 
 
