@@ -300,25 +300,27 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, 
             files.release_lock()
 
 
+def load_data(cfg: Config, download: bool = True):
+    """The dataset of run ``cfg``, read as every run reads it (downloaded where absent, if asked)."""
+    return load_dataset(cfg.dataset, cfg.data, val_size=cfg.val_size, download=download, resize=cfg.resize)
+
+
 def read_data(cfg: Config, dist: Dist):
     """The runs' dataset. Under torchrun the first process of each machine reads it first (downloading
     it if need be) while the others wait, so that no two processes download into one folder at once;
     where it failed, every process stops with its error."""
-    def load(download: bool = True):
-        return load_dataset(cfg.dataset, cfg.data, val_size=cfg.val_size, download=download, resize=cfg.resize)
-
     if not dist.active:
-        return load()
+        return load_data(cfg)
     data, error = None, None
     if dist.local_rank == 0:
         try:
-            data = load()
+            data = load_data(cfg)
         except UserError as e:
             error = e
     if dist.any(error is not None):  # every process calls this: the first ones' outcome
         raise error or UserError(f"{cfg.data}: another machine of this torchrun job could not read the data there; "
                                  "pass a --data folder that every machine has")
-    return data if data is not None else load(download=False)
+    return data if data is not None else load_data(cfg, download=False)
 
 
 def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say) -> list[str]:

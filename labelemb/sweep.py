@@ -170,9 +170,8 @@ def check_sweep_args(args: argparse.Namespace) -> None:
 def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
     """The runs of the sweep, run index by run index (the modes of one index together: pairs complete
     early); the shared flags are checked by the task's own parser first, then the data is read once."""
-    from .cli import build_parser as script_parser, check_finished_is_this_run, check_flags, make_config, \
-        offline_alternative
-    from .data import load_dataset
+    from .cli import build_parser as script_parser, check_finished_is_this_run, check_flags, load_data, \
+        make_config, offline_alternative
 
     recipe = RECIPES[args.task]
     bad = [f for f in flags if f.split("=")[0] in MANAGED]
@@ -208,7 +207,7 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
     cfg0, args0 = first
     starts = len(finished) < len(out)
     try:
-        data = load_dataset(cfg0.dataset, cfg0.data, val_size=cfg0.val_size, download=starts, resize=cfg0.resize)
+        data = load_data(cfg0, download=starts)
     except UserError as e:
         if starts:
             alt = offline_alternative(recipe, args0) if isinstance(e, DatasetMissing) else None
