@@ -7,7 +7,10 @@ class its mass goes to; white = 1); at the end the run's settings as hyper-param
 reported test error. The step is the global training step, as in the record's curve.
 
 A resumed run opens the same folder with ``purge_step`` = the checkpoint's step + 1, so points
-logged after that checkpoint by the interrupted process are hidden, not shown twice.
+logged after that checkpoint by the interrupted process are hidden, not shown twice. A run that
+replaces an earlier one (``--overwrite``) holds its log back until its first checkpoint, as it holds
+its record (see :class:`labelemb.results.RunFiles`): its event file, whose ``purge_step`` hides the
+earlier run's points, is not written while a stop would still leave the earlier run as it was.
 
 Logging is a side show: if writing the log fails (a full disk), one warning is printed and the
 run goes on without it (under torchrun the other ranks would otherwise wait for rank 0 forever).
@@ -30,16 +33,20 @@ def available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def open_log(logdir: str | None, purge_step: int):
+def open_log(logdir: str | None, purge_step: int, hold: bool = False):
     """A context giving a :class:`TensorBoardLog` of ``logdir``, or None when ``logdir`` is None."""
-    return contextlib.nullcontext() if logdir is None else TensorBoardLog(logdir, purge_step)
+    return contextlib.nullcontext() if logdir is None else TensorBoardLog(logdir, purge_step, hold)
 
 
 def _best_effort(method):
-    """Run ``method`` unless an earlier write failed; an OSError disables the log with one warning."""
+    """Run ``method`` unless an earlier write failed (or keep it for :meth:`TensorBoardLog.release` while
+    the log is held back); an OSError disables the log with one warning."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         if self.failed:
+            return None
+        if self.held is not None:
+            self.held.append(functools.partial(wrapper, self, *args, **kwargs))
             return None
         try:
             return method(self, *args, **kwargs)
@@ -52,13 +59,32 @@ def _best_effort(method):
 
 
 class TensorBoardLog:
-    def __init__(self, logdir: str, purge_step: int):
-        self.logdir, self.failed = logdir, False
+    """``hold``: write nothing (no event file) until :meth:`release`, then what was logged until then."""
+
+    def __init__(self, logdir: str, purge_step: int, hold: bool = False):
+        self.logdir, self.purge_step, self.failed = logdir, purge_step, False
+        self.writer = None
+        self.held: list | None = [] if hold else None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ImportError(f"TensorBoard logging needs the tensorboard package: {INSTALL_HINT}") from None
-        self.writer = SummaryWriter(logdir, purge_step=purge_step)
+        if hold:
+            self._open()  # held back like any write: the event file is made at release
+        else:
+            self.writer = SummaryWriter(logdir, purge_step=purge_step)
+
+    @_best_effort
+    def _open(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(self.logdir, purge_step=self.purge_step)
+
+    def release(self) -> None:
+        """Open the log and write what was held back (nothing if it was not held)."""
+        held, self.held = self.held, None
+        for call in held or ():
+            call()
 
     @_best_effort
     def point(self, row: dict, losses: dict[str, float], lr: float) -> None:
@@ -94,6 +120,8 @@ class TensorBoardLog:
         self.writer.flush()
 
     def close(self) -> None:
+        if self.writer is None:  # held back to the end (stopped before the first checkpoint), or failed to open
+            return
         try:
             self.writer.close()
         except OSError:

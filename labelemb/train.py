@@ -341,11 +341,13 @@ class Run:
     def train(self) -> dict:
         """Train to the end (or a stop); the final record."""
         cfg, state, sched, dist = self.cfg, self.state, self.sched, self.dist
-        # a resumed TensorBoard log hides what the interrupted process logged after its checkpoint
+        # a resumed TensorBoard log hides what the interrupted process logged after its checkpoint; one
+        # replacing an earlier run (--overwrite) writes nothing before its first checkpoint, as its record
         with tqdm(total=cfg.epochs * sched.steps, initial=self.steps_done, unit="step", dynamic_ncols=True,
                   disable=cfg.quiet or not dist.main, mininterval=1.0,
                   desc=f"{cfg.dataset} {cfg.arch} {cfg.mode} #{cfg.num}") as bar, \
-                open_log(cfg.tensorboard if dist.main else None, purge_step=self.steps_done + 1) as self.tb:
+                open_log(cfg.tensorboard if dist.main else None, purge_step=self.steps_done + 1,
+                         hold=self.files.replacing) as self.tb:
             clock = Clock(self.device)
             while state.epoch < cfg.epochs:
                 if state.step == 0 or self.perm is None:  # a new epoch, or the first steps of a resumed one
@@ -466,6 +468,8 @@ class Run:
                 "classes": self.data.classes, "model": parts.model.state_dict(),
                 "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
                 "rng": rng_states(parts.gens), **extra, **vars(self.state)}, epoch_end=epoch_end)
+            if self.tb is not None and not self.files.replacing:  # replacing a run: its log with its files
+                self.tb.release()
 
     def new_record(self) -> dict:
         """The parts of the run's record that do not change while it trains."""

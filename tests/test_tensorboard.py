@@ -110,6 +110,40 @@ def test_resume_continues_the_log_without_duplicate_points(tmp_path):
     assert [e.step for e in b.Images("soft_targets")] == [12, 24, 36]
 
 
+def test_overwrite_logs_nothing_before_its_first_checkpoint_then_only_the_new_run(tmp_path):
+    # the new run's event file hides the earlier run's points (purge_step 1): not while a stop
+    # would still leave the earlier run's files as they were
+    data_dir = make_mnist(tmp_path / "mnist", n_train=260, n_test=40)
+    data, out = load_dataset("mnist", data_dir, val_size=20), tmp_path / "r"
+    stem = "mnist_mlp_emb_0"
+
+    def go(seed: str, stop=None, replace=False):
+        args = build_parser(RECIPES["mlp"]).parse_args(["--data", str(data_dir), "--val-size", "20", "--batch-size",
+                                                        "20", "--epochs", "2", "--quiet", "--results-dir", str(out),
+                                                        "--tensorboard", "--seed", seed])
+        files = RunFiles(out, stem)
+        files.dir.mkdir(exist_ok=True)
+        if replace:
+            files.replace_on_first_checkpoint()
+        return run(make_config(RECIPES["mlp"], args, 0), data, torch.device("cpu"), files, stop=stop)
+
+    earlier = go("1")
+    log = out / f"{stem}_tensorboard"
+    before = {p: p.read_bytes() for p in log.iterdir()}
+    with pytest.raises(Interrupted):
+        go("2", stop=StopAfter(8), replace=True)  # 12 steps per epoch: stopped inside the first
+    assert {p: p.read_bytes() for p in log.iterdir()} == before
+    acc = [e.value for e in _read(log).Scalars("accuracy/test")]
+    assert acc == pytest.approx([row["test_acc"] for row in earlier["curve"]])
+    with pytest.raises(Interrupted):
+        go("3", stop=StopAfter(12 + 8), replace=True)  # past its first checkpoint: it has replaced the run
+    new = json.loads((out / f"{stem}.json").read_text())
+    assert new["seed"] == 3 and new["curve"][-1]["step"] > 12
+    ea = _read(log)
+    assert [e.step for e in ea.Scalars("accuracy/test")] == [row["step"] for row in new["curve"]]
+    assert [e.value for e in ea.Scalars("accuracy/test")] == pytest.approx([row["test_acc"] for row in new["curve"]])
+    assert [e.step for e in ea.Images("soft_targets")] == [12]
+
 def test_a_failing_log_warns_once_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
     from labelemb.tblog import TensorBoardLog
 
