@@ -54,7 +54,7 @@ EPOCH = [  # (label, softmax output)
     (0, [0.5, 0.3, 0.2]),  # correct
     (0, [0.2, 0.6, 0.2]),  # wrong (predicts 1): not counted
     (1, [0.1, 0.8, 0.1]),  # correct
-    (2, [0.4, 0.3, 0.3]),  # wrong: class 2 has no correct sample, keeps its row
+    (2, [0.4, 0.3, 0.3]),  # wrong: class 2 has no correct sample
 ]
 # by hand: row 0 = mean of the two correct class-0 outputs, row 1 = its one output, row 2 = uniform
 EXPECTED = [[0.6, 0.25, 0.15], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]
@@ -84,6 +84,14 @@ def test_ols_matrix_after_a_hand_made_epoch():
     S = torch.tensor(EXPECTED)
     expected = 0.5 * F.nll_loss(logp, y) + 0.5 * -(S[y] * logp).sum(1).mean()
     torch.testing.assert_close(crit(logits, y), expected)
+    crit.end_epoch()
+    torch.testing.assert_close(crit.matrix, torch.tensor(EXPECTED))  # the same epoch again: the same rows
+    # an epoch where class 1 has no correct sample: its row becomes uniform, not the one it had
+    # (the authors' code); class 2's first correct sample gives it its row
+    logits, y = _batch([(0, [0.7, 0.2, 0.1]), (1, [0.6, 0.3, 0.1]), (2, [0.1, 0.1, 0.8])])
+    crit(logits, y)
+    crit.end_epoch()
+    torch.testing.assert_close(crit.matrix, torch.tensor([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.1, 0.8]]))
 
 
 class _FakeDist:

@@ -6,8 +6,11 @@
   "Delving Deep into Label Smoothing", IEEE TIP 2021). S starts uniform; during an epoch the
   softmax outputs of the training samples that head 1 classifies correctly are summed per
   class; at the end of the epoch (:meth:`~OnlineLabelSmoothingLoss.end_epoch`) each row of S
-  becomes the mean of its class's sums. The loss is ``0.5 * CE(y, o1) + 0.5 * CE(S[y], o1)``
-  with the previous epoch's S.
+  becomes the mean of its class's sums, or uniform for a class with no correctly classified
+  sample. The loss is ``0.5 * CE(y, o1) + 0.5 * CE(S[y], o1)`` with the previous epoch's S.
+  As in the authors' code (github.com/zhangchbin/OnlineLabelSmoothing), whose two scripts
+  differ only in the first epoch: the fine-grained one starts S uniform (as here), the CIFAR
+  one at zero (0.5 * CE alone in the first epoch).
 
 Both take ``global_batch`` like the LabelEmb criteria: under DDP the per-batch means are taken
 over the global batch, so DDP's gradient average equals the one-process gradient.
@@ -76,15 +79,15 @@ class OnlineLabelSmoothingLoss(SoftTargetLoss, StatefulLoss):
     def end_epoch(self, dist=None) -> None:
         """Rebuild S from this epoch's sums (summed over the ranks first, with ``dist``) and reset them.
 
-        A class with no correctly classified training sample in the epoch keeps its previous row
-        (dividing by a zero count would give no distribution at all).
+        A class with no correctly classified training sample in the epoch gets the uniform row, as
+        in the authors' code.
         """
         if dist is not None:
             dist.sum_(self.sums)
             dist.sum_(self.counts)
         seen = self.counts > 0
         new = self.sums / self.counts.clamp(min=1)[:, None]
-        self.matrix.copy_(torch.where(seen[:, None], new, self.matrix))
+        self.matrix.copy_(torch.where(seen[:, None], new, 1.0 / self.matrix.shape[1]))
         self.sums.zero_()
         self.counts.zero_()
 
