@@ -54,7 +54,8 @@ class Dataset:
     # ------------------------------------------------------------------ batches
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 -> float in [0, 1], then (x - mean) / std where the recipe normalises."""
-        x = x.float().div_(255)
+        x = x.to(torch.float32, copy=True).div_(255)  # a copy whatever the dtype: the in-place ops must not
+        # reach the stored images (a float view of them would be divided at every evaluation)
         if self.mean is not None:
             if self._mean_std is None or self._mean_std[0].device != x.device:  # made once, not per batch
                 self._mean_std = tuple(torch.tensor(v, device=x.device).view(1, -1, 1, 1)

@@ -395,6 +395,11 @@ def test_normalise_uses_spec_statistics(cifar):
     assert x.dtype == torch.float32
     torch.testing.assert_close(x.double(), expect, rtol=1e-5, atol=1e-5)
     assert cifar.test_x.dtype == torch.uint8  # the stored data is untouched
+    # images stored as float (a reader of one's own): a batch is a view of them, and stays as it was
+    floats = cifar.test_x.float()
+    stored = floats.clone()
+    torch.testing.assert_close(cifar.normalise(floats[:5]), x)
+    assert torch.equal(floats, stored)
 
 
 def test_mnist_train_batch_is_scaled_not_augmented(mnist_dir):
