@@ -288,7 +288,7 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, 
             if not args.quiet and dist.main:
                 print(f"{files.stem}: resuming at epoch {checkpoint['epoch'] + 1}, step {checkpoint['step']}")
         elif files.has_work():  # --overwrite: the earlier files stay until this run's first checkpoint
-            files.replace_on_first_checkpoint()
+            files.replace_on_first_checkpoint(cfg.tensorboard)
         try:
             return run(cfg, data, device, files, resume=checkpoint, stop=stop, dist=dist)
         except OSError as e:  # a full disk: the record must not say "running" for ever

@@ -41,6 +41,7 @@ def reported_metric(curve: list[dict], how: str) -> dict:
             "epoch": row["epoch"], "step": row["step"]}
 
 
+TENSORBOARD_EVENTS = "events.out.tfevents.*"  # the names torch.utils.tensorboard gives its event files
 FINISHED = ("complete", "failed")  # a run's own verdicts (failed: a non-finite loss): a sweep does not train it again
 # Temporary files being written now: a second Ctrl-C exits at once (os._exit) and removes these first.
 IN_PROGRESS: set[str] = set()
@@ -185,10 +186,11 @@ class RunFiles:
     message only.
 
     A run that replaces earlier work (``--overwrite`` of a run with a checkpoint or a complete
-    record) calls :meth:`replace_on_first_checkpoint`: its record, curve and E are then held back,
-    and the earlier run's files left as they are, until it writes its first end-of-epoch
-    checkpoint; only then are they replaced. A run that fails or is stopped before that (bad
-    settings, a diverged loss, Ctrl-C in its first epoch) loses nothing of the earlier one.
+    record) calls :meth:`replace_on_first_checkpoint`: its record, curve and E are then held back
+    (its TensorBoard log too, by :mod:`labelemb.tblog`), and the earlier run's files left as they
+    are, until it writes its first end-of-epoch checkpoint; only then are they replaced. A run that
+    fails or is stopped before that (bad settings, a diverged loss, Ctrl-C in its first epoch)
+    loses nothing of the earlier one.
     """
 
     def __init__(self, results_dir: str | os.PathLike, stem: str):
@@ -203,6 +205,7 @@ class RunFiles:
         self.lock = self.dir / f"{stem}.lock"
         self._lock_fd: int | None = None
         self._held: dict | None = None  # writes waiting for the first checkpoint (replacing a run)
+        self._earlier_log: Path | None = None  # the TensorBoard folder whose earlier event files go then
 
     def check_writable(self) -> None:
         """Fail before training, not after hours of it, when results cannot be written."""
@@ -308,9 +311,12 @@ class RunFiles:
         return "no checkpoint had been written yet"
 
     # ------------------------------------------------------------------ outputs
-    def replace_on_first_checkpoint(self) -> None:
-        """Leave the earlier run's files untouched until this run's first checkpoint (see the class)."""
+    def replace_on_first_checkpoint(self, tensorboard: str | os.PathLike | None = None) -> None:
+        """Leave the earlier run's files untouched until this run's first checkpoint (see the class);
+        ``tensorboard``: this run's log folder, whose earlier event files go with them (else the
+        earlier run's hyper-parameters, at step 0, would show beside the new run's points)."""
         self._held = {}
+        self._earlier_log = Path(tensorboard) if tensorboard else None
 
     def _write(self, what: str, write) -> None:
         if self._held is None:
@@ -345,10 +351,11 @@ class RunFiles:
 
         A run that replaces another (see the class) replaces the earlier run's files at its first
         end-of-epoch checkpoint: once the new checkpoint is on disk (a full disk fails here, and the
-        earlier run stays as it was), the earlier record, curve, plot, E and previous checkpoint go,
-        the new checkpoint takes the old one's place, then the held record and E are written.
-        (Killed in between, the folder holds a checkpoint and no record: --resume continues it.) A
-        stop inside that first epoch writes nothing: the earlier run stays as it was.
+        earlier run stays as it was), the earlier record, curve, plot, E, previous checkpoint and
+        TensorBoard event files go, the new checkpoint takes the old one's place, then the held
+        record and E are written (and, by the caller, the held log). (Killed in between, the folder
+        holds a checkpoint and no record: --resume continues it.) A stop inside that first epoch
+        writes nothing: the earlier run stays as it was.
         """
         import torch
 
@@ -360,7 +367,8 @@ class RunFiles:
             atomic_write(self.ckpt, buf.getvalue(), keep_previous=self.prev_ckpt)
             return True
         def drop_earlier_run() -> None:
-            for old in (self.record, self.csv, self.png, self.emb, self.prev_ckpt):
+            logs = self._earlier_log.glob(TENSORBOARD_EVENTS) if self._earlier_log is not None else ()
+            for old in (self.record, self.csv, self.png, self.emb, self.prev_ckpt, *logs):
                 old.unlink(missing_ok=True)
         atomic_write(self.ckpt, buf.getvalue(), before_replace=drop_earlier_run)
         held, self._held = self._held, None

@@ -9,8 +9,8 @@ reported test error. The step is the global training step, as in the record's cu
 A resumed run opens the same folder with ``purge_step`` = the checkpoint's step + 1, so points
 logged after that checkpoint by the interrupted process are hidden, not shown twice. A run that
 replaces an earlier one (``--overwrite``) holds its log back until its first checkpoint, as it holds
-its record (see :class:`labelemb.results.RunFiles`): its event file, whose ``purge_step`` hides the
-earlier run's points, is not written while a stop would still leave the earlier run as it was.
+its record (see :class:`labelemb.results.RunFiles`): stopped before that, it leaves the earlier
+run's log as it was; at that checkpoint the earlier run's event files go with its other files.
 
 Logging is a side show: if writing the log fails (a full disk), one warning is printed and the
 run goes on without it (under torchrun the other ranks would otherwise wait for rank 0 forever).
@@ -21,6 +21,7 @@ import contextlib
 import functools
 import importlib.util
 import sys
+import time
 
 import torch
 
@@ -45,8 +46,8 @@ def _best_effort(method):
     def wrapper(self, *args, **kwargs):
         if self.failed:
             return None
-        if self.held is not None:
-            self.held.append(functools.partial(wrapper, self, *args, **kwargs))
+        if self.held is not None:  # with the time it was logged at, for TensorBoard's time axes
+            self.held.append((time.time(), functools.partial(wrapper, self, *args, **kwargs)))
             return None
         try:
             return method(self, *args, **kwargs)
@@ -59,12 +60,14 @@ def _best_effort(method):
 
 
 class TensorBoardLog:
-    """``hold``: write nothing (no event file) until :meth:`release`, then what was logged until then."""
+    """``hold``: write nothing (no event file) until :meth:`release`, then what was logged until then,
+    each with the time it was logged at."""
 
     def __init__(self, logdir: str, purge_step: int, hold: bool = False):
         self.logdir, self.purge_step, self.failed = logdir, purge_step, False
         self.writer = None
-        self.held: list | None = [] if hold else None
+        self.held: list | None = [] if hold else None  # (time logged, call) while held back
+        self.walltime: float | None = None  # the time of the held call being written, else now
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -83,8 +86,12 @@ class TensorBoardLog:
     def release(self) -> None:
         """Open the log and write what was held back (nothing if it was not held)."""
         held, self.held = self.held, None
-        for call in held or ():
-            call()
+        try:
+            for t, call in held or ():
+                self.walltime = t
+                call()
+        finally:
+            self.walltime = None
 
     @_best_effort
     def point(self, row: dict, losses: dict[str, float], lr: float) -> None:
@@ -92,10 +99,10 @@ class TensorBoardLog:
         step = row["step"]
         for split in ("train", "val", "test"):
             if row.get(f"{split}_acc") is not None:
-                self.writer.add_scalar(f"accuracy/{split}", row[f"{split}_acc"], step)
+                self.writer.add_scalar(f"accuracy/{split}", row[f"{split}_acc"], step, self.walltime)
         for split, loss in (("train", row["train_loss"]), *losses.items()):
-            self.writer.add_scalar(f"loss/{split}", loss, step)
-        self.writer.add_scalar("learning_rate", lr, step)
+            self.writer.add_scalar(f"loss/{split}", loss, step, self.walltime)
+        self.writer.add_scalar("learning_rate", lr, step, self.walltime)
         self.writer.flush()
 
     @_best_effort
@@ -104,7 +111,7 @@ class TensorBoardLog:
         S = S.detach().float().cpu()
         k = max(1, IMAGE_SIDE // S.shape[0])
         self.writer.add_image("soft_targets", S.repeat_interleave(k, 0).repeat_interleave(k, 1)[None], step,
-                              dataformats="CHW")
+                              self.walltime, dataformats="CHW")
         self.writer.flush()
 
     @_best_effort
@@ -115,8 +122,8 @@ class TensorBoardLog:
         hp = {k: v for k, v in settings.items() if isinstance(v, (bool, int, float, str))}  # None: not a value
         metric = {"hparam/test_error_pct": reported["test_error_pct"]}
         for summary in hparams(hp, metric):
-            self.writer.file_writer.add_summary(summary)
-        self.writer.add_scalar("hparam/test_error_pct", reported["test_error_pct"], reported["step"])
+            self.writer.file_writer.add_summary(summary, walltime=self.walltime)
+        self.writer.add_scalar("hparam/test_error_pct", reported["test_error_pct"], reported["step"], self.walltime)
         self.writer.flush()
 
     def close(self) -> None:

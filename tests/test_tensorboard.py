@@ -3,6 +3,7 @@ a clear refusal where tensorboard is not installed."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -111,8 +112,9 @@ def test_resume_continues_the_log_without_duplicate_points(tmp_path):
 
 
 def test_overwrite_logs_nothing_before_its_first_checkpoint_then_only_the_new_run(tmp_path):
-    # the new run's event file hides the earlier run's points (purge_step 1): not while a stop
-    # would still leave the earlier run's files as they were
+    # the earlier run's log stays as it was while a stop would still leave its other files so; at
+    # the new run's first checkpoint its event files go with them (its hyper-parameters, at step 0,
+    # would not be hidden by the new run's purge_step)
     data_dir = make_mnist(tmp_path / "mnist", n_train=260, n_test=40)
     data, out = load_dataset("mnist", data_dir, val_size=20), tmp_path / "r"
     stem = "mnist_mlp_emb_0"
@@ -121,11 +123,12 @@ def test_overwrite_logs_nothing_before_its_first_checkpoint_then_only_the_new_ru
         args = build_parser(RECIPES["mlp"]).parse_args(["--data", str(data_dir), "--val-size", "20", "--batch-size",
                                                         "20", "--epochs", "2", "--quiet", "--results-dir", str(out),
                                                         "--tensorboard", "--seed", seed])
+        cfg = make_config(RECIPES["mlp"], args, 0)
         files = RunFiles(out, stem)
         files.dir.mkdir(exist_ok=True)
         if replace:
-            files.replace_on_first_checkpoint()
-        return run(make_config(RECIPES["mlp"], args, 0), data, torch.device("cpu"), files, stop=stop)
+            files.replace_on_first_checkpoint(cfg.tensorboard)
+        return run(cfg, data, torch.device("cpu"), files, stop=stop)
 
     earlier = go("1")
     log = out / f"{stem}_tensorboard"
@@ -135,14 +138,45 @@ def test_overwrite_logs_nothing_before_its_first_checkpoint_then_only_the_new_ru
     assert {p: p.read_bytes() for p in log.iterdir()} == before
     acc = [e.value for e in _read(log).Scalars("accuracy/test")]
     assert acc == pytest.approx([row["test_acc"] for row in earlier["curve"]])
-    with pytest.raises(Interrupted):
-        go("3", stop=StopAfter(12 + 8), replace=True)  # past its first checkpoint: it has replaced the run
-    new = json.loads((out / f"{stem}.json").read_text())
-    assert new["seed"] == 3 and new["curve"][-1]["step"] > 12
+    new = go("3", replace=True)
+    assert len(list(log.glob("events.out.tfevents.*"))) == 1  # the earlier run's file went at the checkpoint
     ea = _read(log)
     assert [e.step for e in ea.Scalars("accuracy/test")] == [row["step"] for row in new["curve"]]
     assert [e.value for e in ea.Scalars("accuracy/test")] == pytest.approx([row["test_acc"] for row in new["curve"]])
-    assert [e.step for e in ea.Images("soft_targets")] == [12]
+    assert [e.step for e in ea.Images("soft_targets")] == [12, 24]
+    (final,) = ea.Scalars("hparam/test_error_pct")
+    assert final.value == pytest.approx(new["reported"]["test_error_pct"])
+
+
+
+def test_overwrite_from_the_command_line_replaces_the_log(tmp_path, capsys):
+    data, out = make_mnist(tmp_path / "mnist", n_train=520), tmp_path / "r"
+    flags = ["--data", str(data), "--val-size", "20", "--results-dir", str(out), "--dry-run", "--quiet",
+             "--tensorboard"]
+    log = out / "mnist_mlp_emb_0_tensorboard"
+    assert run_script("mlp.py", *flags, capsys=capsys).returncode == 0
+    (earlier,) = log.glob("events.out.tfevents.*")
+    r = run_script("mlp.py", *flags, "--overwrite", "--seed", "5", capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    (new,) = log.glob("events.out.tfevents.*")
+    assert new != earlier
+
+def test_a_held_log_writes_nothing_until_released_then_each_point_at_its_time(tmp_path):
+    from labelemb.tblog import TensorBoardLog
+
+    row = {"train_acc": 0.5, "train_loss": 1.0, "val_acc": None, "test_acc": 0.5}
+    with TensorBoardLog(str(tmp_path / "tb"), purge_step=1, hold=True) as log:
+        log.point({**row, "step": 1}, {"test": 1.0}, 1e-3)
+        time.sleep(0.3)
+        log.point({**row, "step": 2}, {"test": 1.0}, 1e-3)
+        assert not (tmp_path / "tb").exists()
+        released = time.time()
+        log.release()
+        log.point({**row, "step": 3}, {"test": 1.0}, 1e-3)  # after release: written at once
+    t = [e.wall_time for e in _read(tmp_path / "tb").Scalars("accuracy/test")]
+    assert [e.step for e in _read(tmp_path / "tb").Scalars("accuracy/test")] == [1, 2, 3]
+    assert t[1] - t[0] >= 0.25 and t[1] <= released <= t[2]  # logged times, not the release's
+
 
 def test_a_failing_log_warns_once_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
     from labelemb.tblog import TensorBoardLog

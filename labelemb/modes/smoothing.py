@@ -8,9 +8,10 @@
   class; at the end of the epoch (:meth:`~OnlineLabelSmoothingLoss.end_epoch`) each row of S
   becomes the mean of its class's sums, or uniform for a class with no correctly classified
   sample. The loss is ``0.5 * CE(y, o1) + 0.5 * CE(S[y], o1)`` with the previous epoch's S.
-  As in the authors' code (github.com/zhangchbin/OnlineLabelSmoothing), whose two scripts
-  differ only in the first epoch: the fine-grained one starts S uniform (as here), the CIFAR
-  one at zero (0.5 * CE alone in the first epoch).
+  As in the authors' code (github.com/zhangchbin/OnlineLabelSmoothing) but for the first epoch:
+  their CIFAR script (whose 0.5 / 0.5 weights these are) starts S at zero, i.e. 0.5 * CE alone
+  in the first epoch; their fine-grained one starts it uniform, as here (it also weights the
+  terms 1 : 1 and stops updating a row whose largest entry reaches 0.88).
 
 Both take ``global_batch`` like the LabelEmb criteria: under DDP the per-batch means are taken
 over the global batch, so DDP's gradient average equals the one-process gradient.
