@@ -386,7 +386,11 @@ def offline_hint(recipe: Recipe, args: argparse.Namespace) -> str:
 def main(recipe: Recipe, argv: list[str] | None = None) -> int:
     args = build_parser(recipe).parse_args(argv)
     prog = f"{recipe.task}.py"
-    d = from_env()
+    try:
+        d = from_env()
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     say = print if d.main else (lambda *a, **k: None)  # under torchrun only rank 0 speaks
     try:
         check_flags(args)

@@ -68,10 +68,19 @@ def from_env() -> Dist:
     Several processes (WORLD_SIZE > 1), or one started by torchrun itself (TORCHELASTIC_RUN_ID):
     a cluster's wrapper that only exports RANK=0 WORLD_SIZE=1 for a plain process changes nothing.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _env_int("WORLD_SIZE", "1")
     if "RANK" not in os.environ or (world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ):
         return Dist()
-    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")), active=True)
+    return Dist(_env_int("RANK"), world, _env_int("LOCAL_RANK", "0"), active=True)
+
+
+def _env_int(name: str, default: str | None = None) -> int:
+    value = os.environ.get(name, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"the environment variable {name}={value!r} is not a whole number; start the script with "
+                        "torchrun, or without RANK/WORLD_SIZE in the environment") from None
 
 
 def setup(d: Dist, device: torch.device) -> tuple[Dist, torch.device]:
@@ -79,6 +88,10 @@ def setup(d: Dist, device: torch.device) -> tuple[Dist, torch.device]:
     if not d.active:
         return d, device
     if device.type == "cuda":
+        if not 0 <= d.local_rank < torch.cuda.device_count():
+            raise UserError(f"local rank {d.local_rank} has no GPU of its own: this machine shows "
+                            f"{torch.cuda.device_count()}; start at most that many processes per machine "
+                            "(torchrun --nproc_per_node)")
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -80,16 +80,20 @@ class SweepRun:
             rec = json.loads(self.files().record.read_text())
         except (OSError, ValueError):
             return "not started", None
-        err = (rec.get("reported") or {}).get("test_error_pct") if rec.get("status") == "complete" else None
-        return str(rec.get("status")), err
+        if not isinstance(rec, dict):
+            return "unreadable", None
+        reported = rec.get("reported")
+        err = reported.get("test_error_pct") if isinstance(reported, dict) and rec.get("status") == "complete" else None
+        return str(rec.get("status")), err if isinstance(err, (int, float)) else None
 
 
 def child_env(gpu: int | None, threads: int | None) -> dict:
     """The environment of one run: this checkout importable, its GPU, its share of the CPU threads."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if gpu is not None:  # an index among the GPUs this process sees: through its own CUDA_VISIBLE_DEVICES, if set
+        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = visible[gpu] if gpu < len(visible) else str(gpu)
     if threads is not None and "OMP_NUM_THREADS" not in os.environ:
         env["OMP_NUM_THREADS"] = str(threads)
     return env
@@ -190,7 +194,9 @@ def plan_runs(args: argparse.Namespace, flags: list[str]) -> list[SweepRun]:
             try:
                 with contextlib.redirect_stderr(err):
                     run_args = parser.parse_args(argv)
-            except SystemExit:
+            except SystemExit as e:
+                if e.code == 0:  # -- --help: the run script's help, printed; nothing to plan
+                    raise
                 raise UserError(f"flags for every run: {err.getvalue().strip().split('error: ', 1)[-1]}") from None
             check_flags(run_args)  # what would stop every run (a missing --init-emb file, no CUDA): once, here
             cfg = make_config(recipe, run_args, num)  # ConfigError (a UserError) for a bad value
@@ -271,6 +277,14 @@ class LocalSweep:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGTERM if self.stops == 1 else signal.SIGINT)
 
+    def stop_and_wait(self) -> None:
+        """The runs started so far write their checkpoint and stop (a Ctrl-C meanwhile stops them at once)."""
+        if self.running:
+            if not self.stops:
+                self.stop()
+            for p in self.running:
+                p.wait()
+
     def free_gpu(self) -> int | None:
         if not self.gpus:
             return None
@@ -286,7 +300,7 @@ class LocalSweep:
             log.flush()
             # a session of its own: a Ctrl-C in the terminal reaches the sweep only, which passes it on once
             p = subprocess.Popen(run.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                 env=child_env(gpu, None if self.gpus else self.threads))
+                                 env=child_env(gpu, self.threads))
         self.running[p] = (run, gpu)
         self.progress.statuses[run.stem] = "running"
         if self.stops:  # a stop that came while it was being started
@@ -298,12 +312,12 @@ class LocalSweep:
         # The exit code first: a record can be another process's (a finished run of other settings that the
         # child refused, exit 1) or an interrupted run the child would not resume (other flags, exit 1).
         # Stopped: at a checkpoint (130), or before it trained at all (killed while loading data).
-        if p.returncode == 130 or (self.stops and status != "complete"):
-            kind = "interrupted"
-        elif p.returncode == 0 and status == "complete":
+        if p.returncode == 0 and status == "complete":
             kind = "complete"
-        elif status == "failed":  # the run's own verdict (a non-finite loss): not retried
+        elif status == "failed":  # the run's own verdict (a non-finite loss), stopped or not: not retried
             kind = "failed"
+        elif p.returncode == 130 or (self.stops and status != "complete"):
+            kind = "interrupted"
         elif p.returncode == 0 and run.files().holder() is not None:  # another process took the run first
             kind = "held"
         else:  # ended without a verdict (bad input, a refusal, a crash, killed): its log says why
@@ -345,6 +359,9 @@ class LocalSweep:
                     if self.stops:  # nothing new starts; the running ones are stopping
                         todo = []
                     time.sleep(0.2)
+        except BaseException:  # the sweep's own error (a log it cannot open): no run goes on with nobody watching it
+            self.stop_and_wait()
+            raise
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

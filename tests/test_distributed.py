@@ -139,3 +139,22 @@ def test_under_torchrun_only_the_first_process_of_a_machine_downloads(tmp_path, 
     assert len(read_data(cfg, _Process(local_rank=1)).train_y) == 100 and len(fetched) == 1  # then the others read
     with pytest.raises(UserError, match="another machine of this torchrun job could not read the data"):
         read_data(cfg, _Process(local_rank=0, failed_elsewhere=True))  # every process stops, none waits for ever
+
+
+def test_a_bad_torchrun_environment_is_one_line(monkeypatch, capsys):
+    import torch
+
+    from labelemb.config import RECIPES
+    from labelemb.cli import main
+    from labelemb.distributed import Dist, setup
+    from labelemb.errors import UserError
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert main(RECIPES["mlp"], ["--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "WORLD_SIZE='two' is not a whole number" in err, err
+    # more processes on a machine than it has GPUs: one line before any process group is joined
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"local rank 1 has no GPU of its own: this machine shows 1"):
+        setup(Dist(1, 2, 1, active=True), torch.device("cuda"))

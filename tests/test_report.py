@@ -579,6 +579,29 @@ def test_the_paper_row_warns_of_runs_not_trained_with_the_recipe(tmp_path: Path)
     assert {r["off_recipe"] for r in rows} == {"emb: epochs 1 (the recipe: 15); emb: batch_size 20 (the recipe: 100)"}
 
 
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # scipy's, in the reference (one sample equal)
+def test_welch_is_undefined_when_neither_mode_has_spread_up_to_float_noise():
+    a, b = [0.7] * 3, [0.71] * 3
+    assert 0 < np.var(a, ddof=1) < 1e-30  # float noise: an exact test for zero variance would give p ~ 1e-29
+    assert rp.welch_ttest(a, b) is None
+    spread = [0.71, 0.75, 0.80]  # one sample without spread beside one with: defined
+    assert rp.welch_ttest(a, spread).p == pytest.approx(welch_reference(a, spread), rel=1e-9)
+
+
+def test_runs_given_other_seeds_are_not_paired(tmp_path: Path):
+    folder = tmp_path / "r"
+    for num, (b, e) in enumerate([(1.0, 0.9), (1.1, 0.95), (1.2, 0.8)]):
+        write_run(folder, record("cnn", "mnist", "baseline", num, b))
+        rec = record("cnn", "mnist", "emb", num, e)
+        if num == 2:  # trained with another --seed: other weights and batches than baseline run 2
+            rec["seed"] = rec["config"]["seed"] = 102
+        write_run(folder, rec)
+    (rep,) = rp.make_report([folder])
+    (c,) = rep.groups[0].pairs
+    assert (c.pairs, c.unpaired) == (2, 2) and c.mean_diff == pytest.approx(-0.125)
+    assert c.welch.p == pytest.approx(welch_reference([1.0, 1.1, 1.2], [0.9, 0.95, 0.8]))  # every run
+
+
 def test_equal_paired_differences_and_no_shared_index_give_no_interval_and_say_why():
     from labelemb.report.stats import Summary, paired_ttest, reduction_against_paper
     from labelemb.report.text import _paper_cells, verdict
@@ -594,7 +617,7 @@ def test_equal_paired_differences_and_no_shared_index_give_no_interval_and_say_w
     apart = paired_ttest({0: 0.7, 1: 0.8}, {2: 0.5, 3: 0.6})
     a = reduction_against_paper([0.7, 0.8], [0.5, 0.6], apart, paper_b, paper_e)
     assert a.ours.mean == pytest.approx(0.2) and _paper_cells(a)[2] == "+0.20 – (unpaired means)"
-    assert verdict(a).startswith("Not decided: no run index both modes have")
+    assert verdict(a).startswith("Not decided: no run index (and seed) both modes have")
 
 
 def test_a_reproduced_verdict_on_few_runs_says_how_few():

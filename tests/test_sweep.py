@@ -166,6 +166,15 @@ def test_a_run_is_complete_only_when_its_child_says_so(tmp_path):
     # that appeared since may be another process's run of other settings, which its child would refuse
     planned = dataclasses.replace(runs[0], finished=True)
     assert [r.stem for r in sweep.LocalSweep([planned, runs[1]], jobs=1, gpus=[]).pending()] == [runs[1].stem]
+    # a stop of the sweep does not hide a run's own verdict, nor turn another's complete record into its own
+    stopped = sweep.LocalSweep(runs, jobs=len(runs), gpus=[])
+    stopped.stops = 1
+    ended = {run: _Ended(code) for run, (_, code) in zip(runs, statuses.values())}
+    stopped.running = {e: (run, None) for run, e in ended.items()}
+    for e in ended.values():
+        stopped.finish(e)
+    assert [stopped.progress.statuses[r.stem] for r in runs] == ["complete", "error", "interrupted", "failed",
+                                                                 "interrupted"]
 
 
 def test_the_retrain_hint_carries_the_sweeps_flags(tmp_path, capsys):
@@ -197,6 +206,62 @@ def test_a_finished_run_of_other_settings_stops_the_sweep_before_it_starts(tmp_p
     err = capsys.readouterr().err
     assert code == 2 and f"other settings: the data of {data} (now {other}, other files)" in err, err
     assert _snapshot(out) == before
+
+
+class _Sleeper(sweep.SweepRun):
+    """A run whose child only waits to be stopped (SIGTERM: exit 130, as a run at its checkpoint)."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(130)); "
+                "time.sleep(60)"]
+
+
+def test_a_run_that_cannot_be_started_stops_those_already_running(tmp_path):
+    out = tmp_path / "r"
+    runs = [_Sleeper("mlp", "emb", n, str(out), (), f"mnist_mlp_emb_{n}") for n in (0, 1)]
+    (out / "sweep_logs" / f"{runs[1].stem}.log").mkdir(parents=True)  # its log cannot be opened
+    local = sweep.LocalSweep(runs, jobs=2, gpus=[])
+    t0 = time.monotonic()
+    with pytest.raises(IsADirectoryError):
+        local.run()
+    (child,) = local.running  # the first run's child, started before the error
+    assert child.poll() is not None and time.monotonic() - t0 < 30  # stopped and waited for, not left training
+
+
+def test_each_run_sees_its_gpu_as_the_sweep_numbers_it_and_a_share_of_the_cores(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the sweep's GPU 0 is the machine's 2
+    assert [sweep.child_env(g, None)["CUDA_VISIBLE_DEVICES"] for g in (0, 1)] == ["2", "3"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    envs = []
+
+    class Popen:
+        def __init__(self, cmd, env, **kw):
+            envs.append(env)
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", Popen)
+    runs = [sweep.SweepRun("mlp", "emb", n, str(tmp_path), (), f"mnist_mlp_emb_{n}") for n in (0, 1)]
+    local = sweep.LocalSweep(runs, jobs=2, gpus=[0, 1])
+    for run in runs:
+        local.start(run)
+    threads = str(max(1, (os.cpu_count() or 1) // 2))  # with GPUs too: two runs must not each take every core
+    assert [(e["CUDA_VISIBLE_DEVICES"], e["OMP_NUM_THREADS"]) for e in envs] == [("0", threads), ("1", threads)]
+
+
+def test_a_record_that_is_not_a_run_records_object_is_unreadable_not_a_crash(tmp_path):
+    run = sweep.SweepRun("mlp", "emb", 0, str(tmp_path), (), "mnist_mlp_emb_0")
+    run.files().record.write_text("[]")
+    assert run.outcome() == ("unreadable", None)
+    run.files().record.write_text(json.dumps({"status": "complete", "reported": ["x"]}))
+    assert run.outcome() == ("complete", None)
+
+
+def test_help_of_the_runs_flags_is_the_scripts_help(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["mlp", "--modes", "emb", "--runs", "1", "--results-dir", str(tmp_path / "r"), "--", "--help"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 0 and "--epochs" in out and "error" not in err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("argv,needle", [

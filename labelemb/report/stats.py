@@ -1,12 +1,14 @@
 """Statistics of a group's runs: mean ± std per mode and tests between modes (scipy.stats).
 
 Run i of every mode starts from the same weights and sees the same batches (the seed is the run
-index), so two modes of a task are a paired experiment over the run indices both have: the
+index), so two modes of a task are a paired experiment over the run indices both have (with the
+same seed: runs given other ``--seed`` values are not paired): the
 paired t-test and the confidence interval of the mean paired difference use exactly those pairs.
 Welch's unpaired test (what the paper's readers expect) uses every run of both modes.
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -26,8 +28,8 @@ class Welch:
 
 def welch_ttest(a: list[float], b: list[float]) -> Welch | None:
     """Welch's unequal-variance t-test of mean(a) == mean(b) (scipy.stats.ttest_ind); None when
-    undefined (n < 2, no variance)."""
-    if len(a) < 2 or len(b) < 2 or np.var(a, ddof=1) + np.var(b, ddof=1) <= 0.0:
+    undefined (n < 2, neither sample has any spread: see no_spread)."""
+    if len(a) < 2 or len(b) < 2 or (no_spread(np.asarray(a)) and no_spread(np.asarray(b))):
         return None
     with warnings.catch_warnings():  # one sample without spread (all runs equal) is fine when the other has some
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -76,9 +78,11 @@ def paired_ttest(a: dict[int, float], b: dict[int, float], level: float = 0.95) 
 
 
 def compare_modes(by_mode: dict[str, list[Run]]) -> list[Paired]:
-    """Every mode against every later one in the report's order (baseline, emb, then the others)."""
+    """Every mode against every later one in the report's order (baseline, emb, then the others).
+    Runs pair on their index and seed both (a run given another --seed starts from other weights:
+    it is counted unpaired)."""
     order = mode_order(by_mode)
-    errors = {m: {r.num: r.error for r in by_mode[m]} for m in order}
+    errors = {m: {(r.num, json.dumps(r.config.get("seed"))): r.error for r in by_mode[m]} for m in order}
     out = []
     for i, a in enumerate(order):
         for b in order[i + 1:]:
@@ -215,7 +219,7 @@ def reduction_against_paper(base: list[float], emb: list[float], pair: Paired, p
     # over the shared seeds where there are any (the row counts pairs), else over all runs
     ours_mean = -pair.mean_diff if pair.mean_diff is not None else float(np.mean(base) - np.mean(emb))
     if pair.mean_diff is None or pair.ci is None:
-        why = ("no run index both modes have (ours: the unpaired means)" if not pair.pairs else
+        why = ("no run index (and seed) both modes have (ours: the unpaired means)" if not pair.pairs else
                "too few pairs for an interval" if pair.pairs < 2 else
                "the paired differences are all equal (no spread, no interval)")
         return AgainstPaper("reduction", Summary(ours_mean, None, pair.pairs), paper, ours_mean - paper.mean, None,
