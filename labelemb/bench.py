@@ -488,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         check_writable_folder(out_path.parent, "the benchmark's JSON", "--out")
     except UserError as e:
         p.error(str(e))
+    out_path.parent.mkdir(parents=True, exist_ok=True)  # now: the result must not be lost at the end
     if opts.threads:
         torch.set_num_threads(opts.threads)
     configure(device, tf32=opts.tf32)

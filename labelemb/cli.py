@@ -21,7 +21,7 @@ from .errors import DatasetMissing, UserError
 from .interrupt import Interrupted, RunFailed, StopFlag
 from .parsing import Parser, parser
 from .results import FINISHED, RunFiles, RunLocked, check_writable_folder, read_record
-from .tblog import INSTALL_HINT, available
+from .tblog import INSTALL_HINT, available, claim as claim_log
 from .train import Schedule, missing_parts, run
 
 
@@ -278,6 +278,8 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, 
             if dist.main:
                 print(f"{files.stem}: already {files.status()}, skipped")
             return None
+        if cfg.tensorboard is not None:  # its own log folder, not another results folder's run of this name
+            claim_log(cfg.tensorboard, files.record, write=dist.main)
         checkpoint = None
         if what == "resume":
             path = files.prev_ckpt if args.resume == "previous" else files.ckpt
@@ -341,7 +343,9 @@ def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say
         mode.check_data(cfg0, data)
     failed = []
     with StopFlag() as stop:
-        for cfg, files in runs:
+        for i, (cfg, files) in enumerate(runs):
+            if i and dist.any(stop.requested is not None):  # came as the run before completed: start no other
+                raise Interrupted(stop.requested or "a signal to another process", between_runs=True)
             try:
                 record = train_one(cfg, data, device, files, args, stop, dist)
             except RunLocked as e:
@@ -408,7 +412,10 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
         say(f"{prog}: error: {e}{hint}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        if e.kept:  # an --overwrite run stopped inside its first epoch
+        if e.between_runs:
+            say(f"{prog}: interrupted by {e.signal} after a run completed; the same command continues with the "
+                "next run", file=sys.stderr)
+        elif e.kept:  # an --overwrite run stopped inside its first epoch
             say(f"{prog}: interrupted by {e.signal} before the new run's first checkpoint: {e.kept}; start it again "
                 "with --overwrite", file=sys.stderr)
         else:

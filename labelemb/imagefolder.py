@@ -40,7 +40,17 @@ _LAYOUT = ("--dataset imagefolder needs --data DIR holding train/ and test/, eac
 
 
 def _class_dirs(split_dir: Path) -> list[str]:
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as e:  # unreadable
+        raise DataError(f"cannot list {split_dir} ({e.strerror or e}); make it readable") from None
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as e:  # a link to nothing, a file gone since the scan, no permission
+        raise DataError(f"cannot read {path} ({e.strerror or e}); delete or replace it") from None
 
 
 def _images(class_dir: Path) -> list[Path]:
@@ -85,7 +95,7 @@ def _scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
 
 def _cache_key(root: Path, classes: list[str], files: dict, resize: bool) -> str:
     listing = {split: [[str(p.relative_to(root)), label, st.st_size, st.st_mtime_ns]
-                       for p, label in pairs for st in [p.stat()]] for split, pairs in files.items()}
+                       for p, label in pairs for st in [_stat(p)]] for split, pairs in files.items()}
     blob = json.dumps([CACHE_FORMAT, SIZE, bool(resize), classes, listing], separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

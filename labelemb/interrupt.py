@@ -16,11 +16,12 @@ class RunFailed(Exception):
 
 class Interrupted(Exception):
     """SIGINT/SIGTERM: a checkpoint was written and the run can be resumed, unless ``kept`` says what
-    was kept instead (an --overwrite run stopped before its first checkpoint: the earlier run)."""
+    was kept instead (an --overwrite run stopped before its first checkpoint: the earlier run), or
+    ``between_runs`` (a --runs sweep stopped after a run that completed, before the next began)."""
 
-    def __init__(self, signal_name: str, kept: str = ""):
+    def __init__(self, signal_name: str, kept: str = "", between_runs: bool = False):
         super().__init__(signal_name)
-        self.signal, self.kept = signal_name, kept
+        self.signal, self.kept, self.between_runs = signal_name, kept, between_runs
 
 
 # SIGUSR1: what Slurm sends before a job's time limit (sbatch --signal=USR1@120, as labelemb-sweep asks);

@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -123,8 +124,12 @@ def _json_safe(obj):
     return obj
 
 
+def json_bytes(obj) -> bytes:
+    return (json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n").encode()
+
+
 def write_json(path: Path, obj) -> None:
-    atomic_write(path, (json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n").encode())
+    atomic_write(path, json_bytes(obj))
 
 
 def read_record(path: Path) -> dict:
@@ -227,7 +232,7 @@ class RunFiles:
         while True:
             fd = os.open(self.lock, os.O_CREAT | os.O_RDWR, _file_mode())
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_exclusive(fd)
             except BlockingIOError:
                 pid = _read_pid(fd)
                 os.close(fd)
@@ -331,8 +336,10 @@ class RunFiles:
         for row in record["curve"]:
             w.writerow({k: ("" if row.get(k) is None else row[k]) for k in CURVE_FIELDS})
 
+        text = json_bytes(record)  # now: a held record must not take points added since, which its CSV lacks
+
         def write():
-            write_json(self.record, record)
+            atomic_write(self.record, text)
             atomic_write(self.csv, buf.getvalue().encode())
         self._write("record", write)
 
@@ -392,6 +399,20 @@ class RunFiles:
                      if which == "last" and self.prev_ckpt.exists() else "")
             raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}){offer}") from None
         return state
+
+
+def _flock_exclusive(fd: int, tries: int = 20) -> None:
+    """An exclusive flock, or BlockingIOError when it is held. Tried a few times over about 0.1 s: a
+    :meth:`RunFiles.holder` probe (another sweep looking) holds a shared lock for an instant, which
+    must not read as a run being trained."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.005)
 
 
 def _read_pid(fd: int) -> int | None:

@@ -20,13 +20,43 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+from .errors import UserError
+
 INSTALL_HINT = "pip install tensorboard (or pip install .[tensorboard])"
 IMAGE_SIDE = 256  # pixels the soft-target image is scaled up to, about (one label: several pixels)
+OWNER_FILE = "labelemb_run.txt"  # in a --tensorboard DIR/<run> folder: the record whose log it is
+
+
+def claim(logdir: str | os.PathLike, record: str | os.PathLike, write: bool = True) -> None:
+    """Make ``logdir`` the log of the run whose record is ``record``, or UserError when it is another
+    run's. Runs of one name in two results folders given one ``--tensorboard DIR`` share
+    ``DIR/<run>``: the second would hide the first's points (``purge_step``) beside its
+    hyper-parameters, and an ``--overwrite`` of it would delete them. (The default folder,
+    ``<results-dir>/<run>_tensorboard``, is its run's alone: not claimed, so a results folder can
+    move.) ``write``: write the claim (the main process; the others only check it)."""
+    logdir, record = Path(logdir), Path(record).absolute()
+    if logdir.parent.absolute() == record.parent:
+        return
+    owner_file = logdir / OWNER_FILE
+    try:
+        owner = owner_file.read_text().strip()
+    except FileNotFoundError:
+        owner = None
+    except OSError as e:
+        raise UserError(f"cannot read {owner_file} ({e.strerror or e}); choose another --tensorboard DIR") from None
+    if owner is not None and owner != str(record):
+        raise UserError(f"{logdir} holds the TensorBoard log of {owner}, not of {record}: the two runs would mix "
+                        f"their logs; give this run another --tensorboard DIR (or delete {logdir} if that log can go)")
+    if owner is None and write:
+        logdir.mkdir(parents=True, exist_ok=True)
+        owner_file.write_text(f"{record}\n")
 
 
 def available() -> bool:

@@ -161,6 +161,19 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, msg):
     assert msg in err and len(err.splitlines()) == 1
 
 
+def test_the_folder_of_out_is_made_before_anything_is_timed(tmp_path, monkeypatch):
+    class Timing(Exception):
+        pass
+
+    def timing(*a, **k):
+        raise Timing
+
+    monkeypatch.setattr(bench, "matmul_flops", timing)  # the first thing timed
+    with pytest.raises(Timing):
+        bench.main(["--device", "cpu", "--task", "mlp", "--out", str(tmp_path / "new" / "deeper" / "b.json")])
+    assert (tmp_path / "new" / "deeper").is_dir()
+
+
 def test_help_shows_defaults():
     h = bench.build_parser().format_help()
     for s in ("(default: all)", "(default: both)", "(default: auto)", "bench_<device>.json", "--quick", "--amp",

@@ -38,6 +38,7 @@ BAD = [
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--runs", "0"], "--runs must be >= 1"),
     (["--epochs", "two"], "invalid int value: 'two'"),
+    (["--val-size", "0"], "--val-size 0 leaves no validation set"),  # mlp.py reports at the best validation point
 ]
 
 

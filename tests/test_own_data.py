@@ -106,6 +106,7 @@ def test_wrong_size_is_an_error_unless_resize(tmp_path):
     ("no_test", "has no test/ folder"),
     ("one_class", "at least 2 classes"),
     ("not_an_image", "cannot read"),
+    ("broken_link", "cannot read"),
 ])
 def test_layout_errors_are_one_clear_line(tmp_path, case, needle):
     root = make_imagefolder(tmp_path / "imgs", n_train=1, n_test=1)
@@ -128,6 +129,9 @@ def test_layout_errors_are_one_clear_line(tmp_path, case, needle):
             for c in ("airplane", "dog"):
                 shutil.rmtree(root / split / c)
         culprit = root
+    elif case == "broken_link":  # a link to an image that is gone
+        culprit = root / "train" / "cat" / "gone.png"
+        culprit.symlink_to(tmp_path / "nowhere.png")
     else:
         culprit = root / "train" / "cat" / "broken.png"
         culprit.write_bytes(b"\x89PNG not really")

@@ -466,6 +466,31 @@ def test_one_broken_run_does_not_stop_a_sweep(tiny, capsys):
     assert (out / "mnist_mlp_emb_1.ckpt").read_bytes() == b"not a checkpoint"
 
 
+def test_a_stop_as_a_run_completes_starts_no_other_run(tiny, capsys, monkeypatch):
+    from labelemb import cli
+
+    data, out = tiny
+    real = cli.train_one
+
+    def train_one(cfg, data, device, files, args, stop, dist):
+        record = real(cfg, data, device, files, args, stop, dist)
+        stop.requested = "SIGTERM"  # as if it came during the run's last step: the run completed all the same
+        return record
+
+    monkeypatch.setattr(cli, "train_one", train_one)
+    from labelemb.interrupt import SIGNALS
+
+    handlers = {s: signal.getsignal(s) for s in SIGNALS}  # a process that stopped exits at the next signal:
+    try:  # not this test process
+        r = run_script("mlp.py", *_args(data, out, "--dry-run", "--runs", "3"), capsys=capsys)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    _one_line(r, 130, "interrupted by SIGTERM after a run completed; the same command continues with the next run")
+    assert json.loads((out / "mnist_mlp_emb_0.json").read_text())["status"] == "complete"
+    assert not list(out.glob("mnist_mlp_emb_1*")) and not list(out.glob("mnist_mlp_emb_2*"))
+
+
 # ----------------------------------------------------------------------------- the report writes only its own files
 def _report(*argv: str, capsys) -> subprocess.CompletedProcess:
     from labelemb.report import main
@@ -541,6 +566,25 @@ def test_overwrite_stopped_inside_its_first_epoch_keeps_the_earlier_run(tiny):
     rec = json.loads((out / f"{STEM}.json").read_text())
     assert rec["status"] == "interrupted" and len(rec["epoch_seconds"]) == 1
     assert not (out / f"{STEM}.png").exists()  # the earlier run's plot went with it
+
+
+def test_a_held_record_is_written_as_it_was_held_record_and_curve_alike(tmp_path):
+    # the held record is written at the first checkpoint, after the epoch's last point was added to
+    # the curve: it must not take that point while its CSV (made when it was held) lacks it
+    import csv
+
+    from labelemb.results import RunFiles
+
+    files = RunFiles(tmp_path, STEM)
+    files.replace_on_first_checkpoint()
+    row = {"epoch": 0.5, "step": 1, "train_acc": 0.5, "train_loss": 1.0, "test_acc": 0.5, "test_error_pct": 50.0}
+    rec = {"format": "labelemb-run/1", "status": "running", "curve": [row]}
+    files.write_record(rec)
+    rec["curve"].append({**row, "epoch": 1.0, "step": 2})  # the live curve grows before the checkpoint
+    assert files.save_checkpoint({"model": {}})
+    written = json.loads(files.record.read_text())["curve"]
+    rows = list(csv.DictReader(files.csv.open()))
+    assert len(written) == len(rows) == 1 and [int(r["step"]) for r in rows] == [w["step"] for w in written]
 
 
 def test_a_stale_record_without_a_checkpoint_is_no_work_to_keep(tmp_path, capsys):

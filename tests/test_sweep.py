@@ -140,6 +140,22 @@ def test_a_run_another_process_took_is_held_and_a_crash_is_an_error_not_a_failur
     assert [r.stem for r in local.pending()] == [crashed.stem]  # the error is tried again, the held run is not
 
 
+def test_a_glance_at_a_runs_lock_does_not_block_the_run(tmp_path):
+    import fcntl
+
+    from labelemb.results import RunFiles, RunLocked
+
+    files = RunFiles(tmp_path, "mnist_mlp_emb_0")
+    fd = os.open(files.lock, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # what holder() takes for an instant (another sweep looking)
+    threading.Timer(0.02, os.close, [fd]).start()
+    files.acquire_lock()  # waits the glance out
+    assert RunFiles(tmp_path, files.stem).holder() == os.getpid()
+    with pytest.raises(RunLocked, match="is being trained by process"):  # a run being trained does block
+        RunFiles(tmp_path, files.stem).acquire_lock()
+    files.release_lock()
+
+
 def test_a_run_is_complete_only_when_its_child_says_so(tmp_path):
     # The record a child leaves can be another process's: a finished run of other settings that the child
     # refused (exit 1; it must not count as this sweep's), or an interrupted run it would not resume with

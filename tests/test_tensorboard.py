@@ -67,6 +67,17 @@ def test_a_folder_per_run_under_the_given_dir(tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in logs.iterdir()) == ["mnist_mlp_emb_0", "mnist_mlp_emb_1"]
     assert all(list(p.glob("events.out.tfevents.*")) for p in logs.iterdir())
+    # the same run of another results folder (a variant) would mix its log with this one: refused
+    before = {p: p.read_bytes() for p in logs.rglob("*") if p.is_file()}
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(tmp_path / "r2"),
+                   "--dry-run", "--quiet", "--tensorboard", str(logs), capsys=capsys)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"{logs / 'mnist_mlp_emb_0'} holds the TensorBoard log of {tmp_path / 'r' / 'mnist_mlp_emb_0.json'}" in r.stderr
+    assert {p: p.read_bytes() for p in logs.rglob("*") if p.is_file()} == before
+    assert not [p for p in (tmp_path / "r2").rglob("*") if p.is_file()]
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(tmp_path / "r"),
+                   "--dry-run", "--quiet", "--tensorboard", str(logs), "--overwrite", capsys=capsys)
+    assert r.returncode == 0, r.stderr  # its own log: replaced as usual
 
 
 def test_refused_without_tensorboard(tmp_path, capsys, monkeypatch):
