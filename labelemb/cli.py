@@ -144,6 +144,9 @@ def make_config(recipe: Recipe, args: argparse.Namespace, num: int, world: int =
         data=args.data if args.data is not None else default_data_dir(args.dataset),
         amp=args.amp, tf32=args.tf32, channels_last=args.channels_last, compile=args.compile,
         bn_init=args.bn_init, resize=args.resize)
+    if cfg.reported == "best_val" and cfg.val_size == 0:  # else the last point, named the best one
+        raise ConfigError("--val-size 0 leaves no validation set, and this script reports the test error at the "
+                          "best validation accuracy (SPEC §2); hold some images out (the recipe: --val-size 5000)")
     if args.tensorboard is None:
         return cfg
     logs = os.path.join(args.tensorboard, cfg.stem) if args.tensorboard else \
@@ -279,7 +282,14 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, 
                 print(f"{files.stem}: already {files.status()}, skipped")
             return None
         if cfg.tensorboard is not None:  # its own log folder, not another results folder's run of this name
-            claim_log(cfg.tensorboard, files.record, write=dist.main)
+            refused = None
+            if dist.main:
+                try:
+                    claim_log(cfg.tensorboard, files.record)
+                except UserError as e:
+                    refused = e
+            if dist.any(refused is not None):  # every rank takes the same branch
+                raise refused or UserError(f"the main process refused the TensorBoard log folder {cfg.tensorboard}")
         checkpoint = None
         if what == "resume":
             path = files.prev_ckpt if args.resume == "previous" else files.ckpt
@@ -344,7 +354,9 @@ def train_all(runs: list[tuple[Config, RunFiles]], args, device, dist: Dist, say
     failed = []
     with StopFlag() as stop:
         for i, (cfg, files) in enumerate(runs):
-            if i and dist.any(stop.requested is not None):  # came as the run before completed: start no other
+            if i and dist.any(stop.requested is not None):  # came as the run before ended: start no other
+                if failed:
+                    say(f"{len(failed)} run(s) did not complete: " + "; ".join(failed), file=sys.stderr)
                 raise Interrupted(stop.requested or "a signal to another process", between_runs=True)
             try:
                 record = train_one(cfg, data, device, files, args, stop, dist)
@@ -413,8 +425,8 @@ def main(recipe: Recipe, argv: list[str] | None = None) -> int:
         return 2
     except Interrupted as e:
         if e.between_runs:
-            say(f"{prog}: interrupted by {e.signal} after a run completed; the same command continues with the "
-                "next run", file=sys.stderr)
+            say(f"{prog}: interrupted by {e.signal} between two runs; the same command continues with the next "
+                "run", file=sys.stderr)
         elif e.kept:  # an --overwrite run stopped inside its first epoch
             say(f"{prog}: interrupted by {e.signal} before the new run's first checkpoint: {e.kept}; start it again "
                 "with --overwrite", file=sys.stderr)

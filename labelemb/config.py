@@ -145,9 +145,6 @@ class Config:
         raise AttributeError(f"{type(self).__name__} of mode {self.__dict__.get('mode')!r} has no {name!r}")
 
     def _check_combinations(self) -> None:
-        if self.reported == "best_val" and self.val_size == 0:  # else the last point, named the best one
-            raise ConfigError("--val-size 0 leaves no validation set, and this script reports the test error at the "
-                              "best validation accuracy (SPEC §2); hold some images out (the recipe: --val-size 5000)")
         if self.arch in BN_ARCHS:
             _choice("bn_init", self.bn_init, BN_INITS)
         elif self.bn_init is not None:

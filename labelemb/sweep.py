@@ -314,9 +314,11 @@ class LocalSweep:
         # Stopped: at a checkpoint (130), or before it trained at all (killed while loading data).
         if p.returncode == 0 and status == "complete":
             kind = "complete"
-        elif status == "failed":  # the run's own verdict (a non-finite loss), stopped or not: not retried
+        elif p.returncode == 130:  # (an --overwrite run stopped early leaves the earlier run's record as it was)
+            kind = "interrupted"
+        elif status == "failed":  # the run's own verdict (a non-finite loss), a stop or not: not retried
             kind = "failed"
-        elif p.returncode == 130 or (self.stops and status != "complete"):
+        elif self.stops and status != "complete":
             kind = "interrupted"
         elif p.returncode == 0 and run.files().holder() is not None:  # another process took the run first
             kind = "held"

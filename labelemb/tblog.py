@@ -34,29 +34,34 @@ IMAGE_SIDE = 256  # pixels the soft-target image is scaled up to, about (one lab
 OWNER_FILE = "labelemb_run.txt"  # in a --tensorboard DIR/<run> folder: the record whose log it is
 
 
-def claim(logdir: str | os.PathLike, record: str | os.PathLike, write: bool = True) -> None:
+def claim(logdir: str | os.PathLike, record: str | os.PathLike) -> None:
     """Make ``logdir`` the log of the run whose record is ``record``, or UserError when it is another
     run's. Runs of one name in two results folders given one ``--tensorboard DIR`` share
     ``DIR/<run>``: the second would hide the first's points (``purge_step``) beside its
-    hyper-parameters, and an ``--overwrite`` of it would delete them. (The default folder,
-    ``<results-dir>/<run>_tensorboard``, is its run's alone: not claimed, so a results folder can
-    move.) ``write``: write the claim (the main process; the others only check it)."""
-    logdir, record = Path(logdir), Path(record).absolute()
-    if logdir.parent.absolute() == record.parent:
+    hyper-parameters, and an ``--overwrite`` of it would delete them. Paths are compared resolved
+    (``..``, links); a claim whose run is gone (its record and lock: a folder moved or deleted) is
+    taken over. The default folder, ``<results-dir>/<run>_tensorboard``, is its run's alone: not
+    claimed. One process of a torchrun job calls this (it writes)."""
+    logdir, record = Path(os.path.realpath(logdir)), Path(os.path.realpath(record))
+    if logdir.parent == record.parent:
         return
     owner_file = logdir / OWNER_FILE
     try:
         owner = owner_file.read_text().strip()
     except FileNotFoundError:
-        owner = None
+        owner = ""
     except OSError as e:
         raise UserError(f"cannot read {owner_file} ({e.strerror or e}); choose another --tensorboard DIR") from None
-    if owner is not None and owner != str(record):
+    if owner == str(record):
+        return
+    lock = Path(owner).with_suffix(".lock") if owner else None  # present while its run trains
+    if owner and (Path(owner).exists() or lock.exists()):
         raise UserError(f"{logdir} holds the TensorBoard log of {owner}, not of {record}: the two runs would mix "
                         f"their logs; give this run another --tensorboard DIR (or delete {logdir} if that log can go)")
-    if owner is None and write:
-        logdir.mkdir(parents=True, exist_ok=True)
-        owner_file.write_text(f"{record}\n")
+    logdir.mkdir(parents=True, exist_ok=True)
+    tmp = owner_file.with_name(f".{OWNER_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(f"{record}\n")
+    os.replace(tmp, owner_file)  # whole or not at all, for a process reading it now
 
 
 def available() -> bool:

@@ -158,3 +158,18 @@ def test_a_bad_torchrun_environment_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(UserError, match=r"local rank 1 has no GPU of its own: this machine shows 1"):
         setup(Dist(1, 2, 1, active=True), torch.device("cuda"))
+
+
+def test_a_log_folder_refused_under_torchrun_stops_every_process(tmp_path):
+    # only the first process reads and writes the claim; the others hear its verdict (a collective),
+    # so none goes on to train and wait for ever on the one that stopped
+    data = make_mnist(tmp_path / "mnist", n_train=223, n_test=60)
+    logs, other = tmp_path / "logs", tmp_path / "other"
+    other.mkdir()
+    (other / "mnist_mlp_emb_0.json").write_text("{}")  # the run of this name in another results folder
+    (logs / "mnist_mlp_emb_0").mkdir(parents=True)
+    (logs / "mnist_mlp_emb_0" / "labelemb_run.txt").write_text(f"{(other / 'mnist_mlp_emb_0.json').resolve()}\n")
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--dry-run", "--quiet", "--results-dir",
+                   str(tmp_path / "r"), "--tensorboard", str(logs), nproc=2, timeout=300)
+    assert r.returncode != 0 and r.stderr.count("holds the TensorBoard log of") == 1, r.stderr[-3000:]
+    assert not list((tmp_path / "r").glob("*.json"))

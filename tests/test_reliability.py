@@ -486,7 +486,7 @@ def test_a_stop_as_a_run_completes_starts_no_other_run(tiny, capsys, monkeypatch
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
-    _one_line(r, 130, "interrupted by SIGTERM after a run completed; the same command continues with the next run")
+    _one_line(r, 130, "interrupted by SIGTERM between two runs; the same command continues with the next run")
     assert json.loads((out / "mnist_mlp_emb_0.json").read_text())["status"] == "complete"
     assert not list(out.glob("mnist_mlp_emb_1*")) and not list(out.glob("mnist_mlp_emb_2*"))
 

@@ -140,16 +140,25 @@ def test_a_run_another_process_took_is_held_and_a_crash_is_an_error_not_a_failur
     assert [r.stem for r in local.pending()] == [crashed.stem]  # the error is tried again, the held run is not
 
 
-def test_a_glance_at_a_runs_lock_does_not_block_the_run(tmp_path):
+def test_a_glance_at_a_runs_lock_does_not_block_the_run(tmp_path, monkeypatch):
     import fcntl
 
+    from labelemb import results
     from labelemb.results import RunFiles, RunLocked
 
     files = RunFiles(tmp_path, "mnist_mlp_emb_0")
     fd = os.open(files.lock, os.O_CREAT | os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_SH)  # what holder() takes for an instant (another sweep looking)
-    threading.Timer(0.02, os.close, [fd]).start()
+    waits = []
+
+    def sleep(seconds):  # the glance ends while acquire_lock waits
+        waits.append(seconds)
+        os.close(fd)
+
+    monkeypatch.setattr(results.time, "sleep", sleep)
     files.acquire_lock()  # waits the glance out
+    monkeypatch.undo()
+    assert len(waits) == 1
     assert RunFiles(tmp_path, files.stem).holder() == os.getpid()
     with pytest.raises(RunLocked, match="is being trained by process"):  # a run being trained does block
         RunFiles(tmp_path, files.stem).acquire_lock()

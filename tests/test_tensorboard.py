@@ -75,9 +75,16 @@ def test_a_folder_per_run_under_the_given_dir(tmp_path, capsys):
     assert f"{logs / 'mnist_mlp_emb_0'} holds the TensorBoard log of {tmp_path / 'r' / 'mnist_mlp_emb_0.json'}" in r.stderr
     assert {p: p.read_bytes() for p in logs.rglob("*") if p.is_file()} == before
     assert not [p for p in (tmp_path / "r2").rglob("*") if p.is_file()]
-    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(tmp_path / "r"),
+    spelt = tmp_path / "r2" / ".." / "r"  # its own log, by another spelling of its folder: replaced as usual
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(spelt),
                    "--dry-run", "--quiet", "--tensorboard", str(logs), "--overwrite", capsys=capsys)
-    assert r.returncode == 0, r.stderr  # its own log: replaced as usual
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "r").rename(tmp_path / "moved")  # a results folder moved: its log goes on with it
+    r = run_script("mlp.py", "--data", str(data), "--val-size", "20", "--results-dir", str(tmp_path / "moved"),
+                   "--dry-run", "--quiet", "--tensorboard", str(logs), "--overwrite", capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    assert (logs / "mnist_mlp_emb_0" / "labelemb_run.txt").read_text().strip() == \
+        str((tmp_path / "moved" / "mnist_mlp_emb_0.json").resolve())
 
 
 def test_refused_without_tensorboard(tmp_path, capsys, monkeypatch):
