@@ -281,6 +281,15 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, 
             if dist.main:
                 print(f"{files.stem}: already {files.status()}, skipped")
             return None
+        checkpoint = None
+        if what == "resume":
+            path = files.prev_ckpt if args.resume == "previous" else files.ckpt
+            checkpoint = files.load_checkpoint(args.resume or "last")
+            check_resumable(cfg, checkpoint, path)
+            check_complete(checkpoint, path)
+            check_same_data(checkpoint, data, path)
+        elif files.has_work():  # --overwrite: the earlier files stay until this run's first checkpoint
+            files.replace_on_first_checkpoint(cfg.tensorboard)
         if cfg.tensorboard is not None:  # its own log folder, not another results folder's run of this name
             refused = None
             if dist.main:
@@ -290,17 +299,8 @@ def train_one(cfg: Config, data, device, files: RunFiles, args, stop: StopFlag, 
                     refused = e
             if dist.any(refused is not None):  # every rank takes the same branch
                 raise refused or UserError(f"the main process refused the TensorBoard log folder {cfg.tensorboard}")
-        checkpoint = None
-        if what == "resume":
-            path = files.prev_ckpt if args.resume == "previous" else files.ckpt
-            checkpoint = files.load_checkpoint(args.resume or "last")
-            check_resumable(cfg, checkpoint, path)
-            check_complete(checkpoint, path)
-            check_same_data(checkpoint, data, path)
-            if not args.quiet and dist.main:
-                print(f"{files.stem}: resuming at epoch {checkpoint['epoch'] + 1}, step {checkpoint['step']}")
-        elif files.has_work():  # --overwrite: the earlier files stay until this run's first checkpoint
-            files.replace_on_first_checkpoint(cfg.tensorboard)
+        if checkpoint is not None and not args.quiet and dist.main:
+            print(f"{files.stem}: resuming at epoch {checkpoint['epoch'] + 1}, step {checkpoint['step']}")
         try:
             return run(cfg, data, device, files, resume=checkpoint, stop=stop, dist=dist)
         except OSError as e:  # a full disk: the record must not say "running" for ever

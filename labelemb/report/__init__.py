@@ -18,8 +18,9 @@ validation accuracy; the report says which. Where the metric is the final test e
 CNN), a secondary column gives each run's lowest test error over its evaluation points and where
 it happened, labelled as selected on the test set. Then every mode against every other: run i
 of every mode shares its seed (initial weights, batches), so the pair is compared run by run over
-the indices both have (with the same seed: a run given another ``--seed`` is unpaired): the mean paired difference with its 95% confidence interval and the
-paired t-test (scipy.stats), beside Welch's unpaired test; unpaired runs are left out and counted.
+the indices both have (with the same seed: a run given another ``--seed`` is unpaired): the mean
+paired difference with its 95% confidence interval and the paired t-test (scipy.stats), beside
+Welch's unpaired test; unpaired runs are left out and counted.
 Where the paper has the task (SPEC §3), ours against the paper's: each mode's mean − the paper's
 with the Welch interval and test from the summary statistics, and our paired reduction
 (baseline − emb) beside the paper's, with a plain sentence per row: reproduced (the interval of
