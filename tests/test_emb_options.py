@@ -104,11 +104,12 @@ def _synthetic(n_classes: int, n: int = 40) -> Dataset:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
     y = torch.randint(0, n_classes, (n,), generator=g)
-    return Dataset("mnist", [str(i) for i in range(n_classes)], train_x=x, train_y=y, test_x=x[:10], test_y=y[:10])
+    return Dataset("mnist", [str(i) for i in range(n_classes)], train_x=x, train_y=y, test_x=x[:10], test_y=y[:10],
+                   val_x=x[:10], val_y=y[:10])
 
 
 def _cfg(tmp_path, *argv):
-    args = build_parser(mlp.RECIPE).parse_args(["--data", str(tmp_path), "--val-size", "0", "--batch-size", "10",
+    args = build_parser(mlp.RECIPE).parse_args(["--data", str(tmp_path), "--val-size", "10", "--batch-size", "10",
                                                  "--dry-run", "--quiet", *argv])
     return make_config(mlp.RECIPE, args, 0)
 
