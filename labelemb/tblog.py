@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .results import atomic_write
 
 INSTALL_HINT = "pip install tensorboard (or pip install .[tensorboard])"
 IMAGE_SIDE = 256  # pixels the soft-target image is scaled up to, about (one label: several pixels)
@@ -59,9 +60,7 @@ def claim(logdir: str | os.PathLike, record: str | os.PathLike) -> None:
         raise UserError(f"{logdir} holds the TensorBoard log of {owner}, not of {record}: the two runs would mix "
                         f"their logs; give this run another --tensorboard DIR (or delete {logdir} if that log can go)")
     logdir.mkdir(parents=True, exist_ok=True)
-    tmp = owner_file.with_name(f".{OWNER_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(f"{record}\n")
-    os.replace(tmp, owner_file)  # whole or not at all, for a process reading it now
+    atomic_write(owner_file, f"{record}\n".encode())  # whole or not at all, for a process reading it now
 
 
 def available() -> bool:
